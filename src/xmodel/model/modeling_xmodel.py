@@ -1,0 +1,271 @@
+"""The Xmodel decoder: a Llama-style transformer with the five μP operations of Xmodel-2 (Table 6).
+
+Readable in one sitting, in the layout of transformers' `modeling_llama.py` (same weight names, so Llama
+checkpoints and tools line up), with the μP multipliers of MiniCPM's released modeling code:
+
+1. embedding output × ``scale_emb``                               (`XmodelModel.forward`)
+2. each block output × ``scale_depth / sqrt(L)`` before the residual add (`XmodelDecoderLayer.forward`)
+3. hidden 2-D weights initialised with ``init_std / sqrt(m)``        (`XmodelPreTrainedModel._init_weights`)
+4. hidden 2-D weights trained at ``lr / m``                           (`xmodel.model.mup.mup_param_groups`)
+5. final hidden state ÷ m before the LM head                        (`XmodelForCausalLM.forward`)
+
+with m = hidden_size / dim_model_base. Attention runs through `torch.nn.functional.scaled_dot_product_attention`
+with the usual 1/sqrt(head_dim) scale; the KV cache is transformers' own `DynamicCache`, so `generate` works
+unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from .configuration_xmodel import XmodelConfig
+
+
+class XmodelRMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 (as Llama does) so bf16 activations keep their precision here.
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class XmodelRotaryEmbedding(nn.Module):
+    """cos/sin tables of RoPE for the given positions (the rotate-half layout of Llama)."""
+
+    def __init__(self, config: XmodelConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("inv_freq", self.compute_inv_freq(config), persistent=False)
+
+    @staticmethod
+    def compute_inv_freq(config: XmodelConfig) -> torch.Tensor:
+        dim = config.head_dim
+        return 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq.to(x.device)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (B, heads, T, hd); cos/sin: (B, T, hd)
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return x * cos + rotate_half(x) * sin
+
+
+class XmodelAttention(nn.Module):
+    """Grouped-query attention: `num_key_value_heads` K/V heads shared by groups of query heads."""
+
+    def __init__(self, config: XmodelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        d = config.hidden_size
+        self.q_proj = nn.Linear(d, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, d, bias=False)
+
+    def forward(self, x, position_embeddings, attention_mask=None, past_key_values: Cache | None = None):
+        bsz, q_len, _ = x.shape
+        q = self.q_proj(x).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(bsz, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(bsz, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = position_embeddings
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+        # No mask means causal over the new tokens: SDPA's is_causal path, or (one token after a cache) no mask.
+        is_causal = attention_mask is None and q_len > 1
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, is_causal=is_causal,
+                                             enable_gqa=self.num_kv_heads != self.num_heads)
+        out = out.transpose(1, 2).reshape(bsz, q_len, self.num_heads * self.head_dim)
+        return self.o_proj(out)
+
+
+class XmodelMLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: XmodelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class XmodelDecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: XmodelConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = XmodelAttention(config, layer_idx)
+        self.mlp = XmodelMLP(config)
+        self.input_layernorm = XmodelRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = XmodelRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.residual_scale = config.residual_scale  # μP op 2: scale_depth / sqrt(num_layers)
+
+    def forward(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None, **kwargs):
+        attn_out = self.self_attn(self.input_layernorm(hidden_states), position_embeddings, attention_mask,
+                                  past_key_values)
+        hidden_states = hidden_states + attn_out * self.residual_scale
+        mlp_out = self.mlp(self.post_attention_layernorm(hidden_states))
+        return hidden_states + mlp_out * self.residual_scale
+
+
+class XmodelPreTrainedModel(PreTrainedModel):
+    config_class = XmodelConfig
+    config: XmodelConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["XmodelDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _can_compile_fullgraph = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """μP op 3: hidden 2-D weights get std init_std/sqrt(m); the embedding (and an untied LM head) init_std.
+
+        Norm gains start at 1. Uses transformers' `initialization` helpers, which skip tensors already loaded
+        from a checkpoint.
+        """
+        cfg = self.config
+        if isinstance(module, nn.Linear):
+            is_head = module is getattr(self, "lm_head", None)
+            std = cfg.initializer_range if is_head else cfg.initializer_range / cfg.width_mult ** 0.5
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=cfg.initializer_range)
+        elif isinstance(module, XmodelRMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, XmodelRotaryEmbedding):
+            init.copy_(module.inv_freq, XmodelRotaryEmbedding.compute_inv_freq(cfg))
+
+
+def build_attention_mask(attention_mask: torch.Tensor | None, q_len: int, past_len: int,
+                         device: torch.device) -> torch.Tensor | None:
+    """Boolean (B, 1, q_len, past_len + q_len) mask, True where a query may attend.
+
+    None when no mask is needed: no padding and either no cache (SDPA's is_causal path) or one new token that
+    may see the whole cache. A padded query row may still see itself, so SDPA never softmaxes over an empty row (which gives NaN);
+    its output is ignored anyway.
+    """
+    kv_len = past_len + q_len
+    if (attention_mask is None or bool(attention_mask.all())) and (past_len == 0 or q_len == 1):
+        return None
+    q_pos = torch.arange(past_len, kv_len, device=device)
+    k_pos = torch.arange(kv_len, device=device)
+    allowed = (k_pos[None, :] <= q_pos[:, None])[None, None]  # (1, 1, q, kv)
+    if attention_mask is not None:
+        keys_ok = attention_mask[:, None, None, -kv_len:].bool()
+        allowed = allowed & keys_ok
+        allowed = allowed | (k_pos[None, :] == q_pos[:, None])[None, None]
+    return allowed
+
+
+class XmodelModel(XmodelPreTrainedModel):
+    def __init__(self, config: XmodelConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(XmodelDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = XmodelRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = XmodelRotaryEmbedding(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, use_cache=None, output_hidden_states=None, **kwargs):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids) * self.config.scale_emb  # μP op 1
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and past_key_values is None and not self.training:
+            past_key_values = DynamicCache(config=self.config)
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        q_len = inputs_embeds.shape[1]
+        if position_ids is None:
+            position_ids = torch.arange(past_len, past_len + q_len, device=inputs_embeds.device)[None]
+        mask = build_attention_mask(attention_mask, q_len, past_len, inputs_embeds.device)
+        position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
+
+        hidden_states = inputs_embeds
+        all_hidden = [] if output_hidden_states else None
+        for layer in self.layers:
+            if all_hidden is not None:
+                all_hidden.append(hidden_states)
+            hidden_states = layer(hidden_states, position_embeddings, mask, past_key_values)
+        hidden_states = self.norm(hidden_states)
+        if all_hidden is not None:
+            all_hidden.append(hidden_states)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states,
+                                       past_key_values=past_key_values if use_cache else None,
+                                       hidden_states=tuple(all_hidden) if all_hidden is not None else None)
+
+
+class XmodelForCausalLM(XmodelPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: XmodelConfig):
+        super().__init__(config)
+        self.model = XmodelModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, use_cache=None, output_hidden_states=None,
+                logits_to_keep: int = 0, num_items_in_batch=None, **kwargs) -> CausalLMOutputWithPast:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                         output_hidden_states=output_hidden_states)
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden / self.config.width_mult)  # μP op 5
+        loss = None
+        if labels is not None:
+            loss = causal_lm_loss(logits, labels, num_items_in_batch)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
+                                      hidden_states=out.hidden_states)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """Next-token cross-entropy in fp32; -100 labels are ignored (transformers' convention).
+
+    With `num_items_in_batch` the summed loss is divided by it, so gradient-accumulated micro-batches add up
+    to the mean over the whole batch.
+    """
+    logits = logits[:, :-1].float()
+    targets = labels[:, 1:].to(logits.device)
+    reduction = "mean" if num_items_in_batch is None else "sum"
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                           reduction=reduction)
+    if num_items_in_batch is not None:
+        loss = loss / num_items_in_batch
+    return loss
+
+
+__all__ = ["XmodelModel", "XmodelForCausalLM", "XmodelPreTrainedModel"]
