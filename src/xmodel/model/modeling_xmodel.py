@@ -16,6 +16,8 @@ unchanged.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +28,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_xmodel import XmodelConfig
+from .loading import check_checkpoint_matches_config
 
 
 class XmodelRMSNorm(nn.Module):
@@ -144,6 +147,17 @@ class XmodelPreTrainedModel(PreTrainedModel):
     _skip_keys_device_placement = ["past_key_values"]
     _supports_sdpa = True
     _can_compile_fullgraph = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader, after checking a local checkpoint's tensor shapes against its config."""
+        path = Path(str(pretrained_model_name_or_path))
+        if path.is_dir() and not kwargs.get("ignore_mismatched_sizes"):
+            config = kwargs.get("config")
+            if not isinstance(config, XmodelConfig):
+                config = XmodelConfig.from_pretrained(path)
+            check_checkpoint_matches_config(cls, path, config)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -1,0 +1,1 @@
+"""The `xmodel` command line."""
