@@ -269,13 +269,13 @@ class XmodelForCausalLM(XmodelPreTrainedModel, GenerationMixin):
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
     """Next-token cross-entropy in fp32; -100 labels are ignored (transformers' convention).
 
-    With `num_items_in_batch` the summed loss is divided by it, so gradient-accumulated micro-batches add up
-    to the mean over the whole batch.
+    The labels are shifted (padded with -100 at the end) rather than the logits sliced, which would copy
+    B·T·V values. With `num_items_in_batch` the summed loss is divided by it, so gradient-accumulated
+    micro-batches add up to the mean over the whole batch.
     """
-    logits = logits[:, :-1].float()
-    targets = labels[:, 1:].to(logits.device)
+    targets = F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:]
     reduction = "mean" if num_items_in_batch is None else "sum"
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
                            reduction=reduction)
     if num_items_in_batch is not None:
         loss = loss / num_items_in_batch
