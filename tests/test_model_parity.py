@@ -62,3 +62,22 @@ def test_ignore_index_and_items_in_batch():
         n = (labels[:, 1:] != -100).sum()
         summed = model(ids, labels=labels, num_items_in_batch=n).loss
     assert torch.allclose(mean, summed, atol=1e-6)
+
+
+def test_chunked_loss_matches_standard_loss_and_gradients():
+    torch.manual_seed(3)
+    for tied in (True, False):
+        model = XmodelForCausalLM(small_config(tie_word_embeddings=tied, dim_model_base=16, scale_emb=3.0))
+        ids = torch.randint(3, 211, (2, 21))
+        labels = ids.clone()
+        labels[0, :4] = -100
+        ref = model(ids, labels=labels)
+        ref.loss.backward()
+        ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad()
+        fused = model(ids, labels=labels, return_logits=False)
+        assert fused.logits is None
+        fused.loss.backward()
+        assert abs(fused.loss.item() - ref.loss.item()) < 1e-5
+        for n, p in model.named_parameters():
+            assert torch.allclose(p.grad, ref_grads[n], atol=1e-6, rtol=1e-4), n

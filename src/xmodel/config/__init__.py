@@ -15,6 +15,7 @@ import yaml
 from ..errors import ConfigError
 from ..model.configuration_xmodel import XmodelConfig
 from ..model.presets import PRESETS, preset_values
+from ..train.config import TrainConfig
 from .core import build_section, deep_merge, parse_overrides, read_yaml, section_to_dict, set_dotted
 
 
@@ -24,6 +25,7 @@ class Config:
 
     preset: str | None = None
     model: XmodelConfig = field(default_factory=XmodelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def load_config(preset: str | None = None, yaml_path: str | Path | None = None,

@@ -28,6 +28,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_xmodel import XmodelConfig
+from .fused_loss import linear_cross_entropy
 from .loading import check_checkpoint_matches_config
 
 
@@ -251,19 +252,33 @@ class XmodelForCausalLM(XmodelPreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, output_hidden_states=None,
-                logits_to_keep: int = 0, num_items_in_batch=None, **kwargs) -> CausalLMOutputWithPast:
+                logits_to_keep: int = 0, num_items_in_batch=None, return_logits: bool = True,
+                **kwargs) -> CausalLMOutputWithPast:
+        """As LlamaForCausalLM's forward. With labels and ``return_logits=False`` the loss is computed chunk by
+        chunk without materialising the B·T·V logits (`xmodel.model.fused_loss`) and ``logits`` is None."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
                          output_hidden_states=output_hidden_states)
-        hidden = out.last_hidden_state
+        hidden = out.last_hidden_state / self.config.width_mult  # μP op 5: logits ÷ m
+        if labels is not None and not return_logits:
+            targets = shift_labels(labels.to(hidden.device))
+            total = linear_cross_entropy(hidden, self.lm_head.weight, targets)
+            count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+            return CausalLMOutputWithPast(loss=total / count, logits=None, past_key_values=out.past_key_values,
+                                          hidden_states=out.hidden_states)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden / self.config.width_mult)  # μP op 5
+        logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, num_items_in_batch)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
                                       hidden_states=out.hidden_states)
+
+
+def shift_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Targets aligned with each position's logits: the next label, -100 after the last."""
+    return F.pad(labels, (0, 1), value=-100)[:, 1:]
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
@@ -273,7 +288,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batc
     B·T·V values. With `num_items_in_batch` the summed loss is divided by it, so gradient-accumulated
     micro-batches add up to the mean over the whole batch.
     """
-    targets = F.pad(labels.to(logits.device), (0, 1), value=-100)[:, 1:]
+    targets = shift_labels(labels.to(logits.device))
     reduction = "mean" if num_items_in_batch is None else "sum"
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
                            reduction=reduction)

@@ -1,0 +1,1 @@
+"""Training: schedules, batch plan, checkpoints, distributed wrapping and the training loop."""

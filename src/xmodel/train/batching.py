@@ -1,0 +1,56 @@
+"""The global batch size of each optimizer step, and how it splits into micro-batches.
+
+The batch is counted in sequences (tokens / seq_len). With a ramp it grows linearly from ``start`` to ``end``
+tokens over ``ramp_steps`` optimizer steps, rounded down to a whole number of micro-batches on every rank
+(the report's 2M → 4M tokens). A step's batch is taken from the data sampler at the global sequence position
+`sequences_before(step)`, so the data order does not depend on how the batch is split across ranks or
+accumulation steps, and a resumed or branched run continues at the same place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    seq_len: int
+    micro_batch: int        # sequences per micro-batch on one rank
+    world_size: int
+    end_tokens: int         # global batch, tokens, after the ramp
+    start_tokens: int | None = None
+    ramp_steps: int = 0
+
+    @property
+    def unit(self) -> int:
+        """Sequences in one micro-batch summed over ranks: the granularity of the global batch."""
+        return self.micro_batch * self.world_size
+
+    def _round(self, tokens: float) -> int:
+        return max(1, int(tokens // self.seq_len) // self.unit) * self.unit
+
+    def sequences_at(self, step: int) -> int:
+        """Global batch size (sequences) of optimizer step `step`."""
+        if self.start_tokens is None or self.ramp_steps <= 0 or step >= self.ramp_steps:
+            return self._round(self.end_tokens)
+        tokens = self.start_tokens + (self.end_tokens - self.start_tokens) * step / self.ramp_steps
+        return self._round(tokens)
+
+    def accumulation_at(self, step: int) -> int:
+        return self.sequences_at(step) // self.unit
+
+    def sequences_before(self, step: int) -> int:
+        """Global sequence position where step `step` starts (sum of the batches before it)."""
+        if self.start_tokens is None or self.ramp_steps <= 0:
+            return step * self.sequences_at(0)
+        ramp = min(step, self.ramp_steps)
+        done = sum(self.sequences_at(s) for s in range(ramp))
+        return done + (step - ramp) * self._round(self.end_tokens)
+
+    def validate(self) -> None:
+        if self.end_tokens < self.seq_len * self.unit:
+            raise ValueError(f"batch_tokens: {self.end_tokens} is less than one micro-batch on every rank "
+                             f"({self.unit} × {self.seq_len} tokens)")
+        if self.end_tokens % (self.seq_len * self.unit):
+            raise ValueError(f"batch_tokens: {self.end_tokens} is not a multiple of micro_batch_size × world "
+                             f"× seq_len = {self.unit * self.seq_len}")

@@ -1,0 +1,84 @@
+"""Run metrics: one JSON line per logged step, TensorBoard events, and PNG plots at the end.
+
+Only the main rank writes. On resume, lines after the resumed step are dropped first, so the file reads as
+one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        except ImportError:  # tensorboard is optional: the JSONL file has everything
+            self.tb = None
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = record["step"]
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_run(run_dir: Path, extra_runs: dict[str, Path] | None = None) -> list[Path]:
+    """loss.png (train and held-out loss) and lr.png from metrics.jsonl; other runs (e.g. a decay branch)
+    are drawn on the same axes. Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {"run": Path(run_dir), **(extra_runs or {})}
+    out_dir = Path(run_dir) / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, ylabel, keys in (("loss", "loss", ("loss", "eval_loss")), ("lr", "learning rate", ("lr",))):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label, rdir in runs.items():
+            rows = read_metrics(rdir / "metrics.jsonl") if (rdir / "metrics.jsonl").exists() else []
+            for key in keys:
+                pts = [(r["step"], r[key]) for r in rows if key in r]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, "o-" if key == "eval_loss" else "-", ms=3,
+                            label=f"{label} {key}" if len(runs) > 1 or len(keys) > 1 else key)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
