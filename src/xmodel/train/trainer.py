@@ -80,7 +80,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def build_optimizer(model, cfg: Config, device: torch.device) -> torch.optim.AdamW:
     t = cfg.train
-    groups = mup_param_groups(model, lr=t.schedule.max_lr, weight_decay=t.weight_decay)
+    groups = mup_param_groups(ckpt.unwrap(model), lr=t.schedule.max_lr, weight_decay=t.weight_decay)
     kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return torch.optim.AdamW(groups, lr=t.schedule.max_lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
                              **kwargs)
