@@ -124,6 +124,23 @@ def sample_generations(model, tokenizer, prompts: list[str], max_new_tokens: int
     return out
 
 
+def forward_backward(step_model, model, micro_batches: list[dict], items_per_rank: float, device, amp_dtype,
+                     chunked_loss: bool = True) -> torch.Tensor:
+    """Accumulate gradients over this rank's micro-batches. Each micro-batch's summed token loss is divided by
+    `items_per_rank` (global target tokens / world size), so after the data-parallel gradient average the
+    gradient is that of the mean token loss over the whole global batch. Returns the local summed loss."""
+    loss_sum = torch.zeros((), device=device)
+    last = len(micro_batches) - 1
+    for j, b in enumerate(micro_batches):
+        ids, labels = b["input_ids"].to(device), b["labels"].to(device)
+        with set_grad_sync(model, j == last), amp_context(device, amp_dtype):
+            out = step_model(input_ids=ids, labels=labels, return_logits=not chunked_loss,
+                             num_items_in_batch=items_per_rank)
+            out.loss.backward()
+        loss_sum += out.loss.detach() * items_per_rank
+    return loss_sum
+
+
 def train(cfg: Config, data: BatchSource, run_dir: str | Path, *, heldout: BatchSource | None = None,
           tokenizer=None, resume: str = "auto", branch_from: str | Path | None = None,
           env: DistEnv | None = None, log=print, progress: bool = True) -> TrainResult:
@@ -223,14 +240,8 @@ def train(cfg: Config, data: BatchSource, run_dir: str | Path, *, heldout: Batch
                             t.micro_batch_size) for j in range(accumulation)]
         local_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
         global_targets = int(all_reduce_sum(torch.tensor(float(local_targets), device=device)).item())
-        loss_sum = torch.zeros((), device=device)
-        for j, b in enumerate(micro):
-            ids, labels = b["input_ids"].to(device), b["labels"].to(device)
-            with set_grad_sync(model, j == accumulation - 1), amp_context(device, amp_dtype):
-                out = step_model(input_ids=ids, labels=labels, return_logits=t.loss == "standard",
-                                 num_items_in_batch=global_targets / env.world_size)
-                out.loss.backward()
-            loss_sum += out.loss.detach() * (global_targets / env.world_size)
+        loss_sum = forward_backward(step_model, model, micro, global_targets / env.world_size, device, amp_dtype,
+                                    chunked_loss=t.loss == "chunked")
         loss = float(all_reduce_sum(loss_sum) / global_targets)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
         grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)

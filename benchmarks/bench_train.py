@@ -1,0 +1,130 @@
+"""Tokens/s and MFU of one optimizer step: Xmodel's training step against a plain transformers loop.
+
+Same shape (the `tiny` preset by default), batch, sequence and weights. Baselines, measured in the same run:
+
+* HF eager: `LlamaForCausalLM` + `torch.optim.AdamW`, fp32, no compile;
+* HF + switches: the same with bf16 autocast, `torch.compile` and fused/foreach AdamW — the switches Xmodel uses.
+
+Xmodel's step is the trainer's own `forward_backward` + clip + AdamW with μP groups, with the config's loss
+(`chunked` cross-entropy by default) and precision. Prints both ratios. Goals: ≥ 2.5× and ≥ 1.2×.
+
+    python benchmarks/bench_train.py [--preset tiny] [--batch 4] [--seq 256] [--steps 4] [--no-compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model import llama_like  # noqa: E402
+
+from xmodel import XmodelForCausalLM  # noqa: E402
+from xmodel.config import load_config  # noqa: E402
+from xmodel.model.stats import model_stats  # noqa: E402
+from xmodel.train.trainer import build_optimizer, forward_backward, peak_flops_per_device  # noqa: E402
+
+
+def hf_step_fn(model, optimizer, ids, bf16: bool):
+    def step():
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with ctx:
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def xmodel_step_fn(model, step_model, optimizer, ids, bf16: bool, chunked: bool):
+    batch = [{"input_ids": ids, "labels": ids}]
+    items = float(ids.shape[0] * (ids.shape[1] - 1))
+
+    def step():
+        forward_backward(step_model, model, batch, items, torch.device("cpu"), torch.bfloat16 if bf16 else None,
+                         chunked_loss=chunked)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def timed(fn, steps: int) -> list[float]:
+    fn()  # warm-up (and compilation)
+    fn()
+    out = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out of every variant")
+    ap.add_argument("--variants", default="all", help="comma list of variant names to run (default all)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    cfg = load_config(args.preset, overrides={"train.schedule.max_lr": 1e-3}).model
+    run_cfg = load_config(args.preset, overrides={"train.schedule.max_lr": 1e-3})
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    tokens = args.batch * args.seq
+    compile_ok = not args.no_compile
+
+    def make_hf(switches: bool):
+        model = llama_like(cfg).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=switches or None)
+        step_model = torch.compile(model) if switches and compile_ok else model
+        return hf_step_fn(step_model, opt, ids, bf16=switches)
+
+    def make_xmodel(bf16: bool, chunked: bool, compiled: bool):
+        model = XmodelForCausalLM(cfg).train()
+        opt = build_optimizer(model, run_cfg, torch.device("cpu"))
+        step_model = torch.compile(model) if compiled and compile_ok else model
+        return xmodel_step_fn(model, step_model, opt, ids, bf16, chunked)
+
+    variants = {
+        "hf eager fp32": lambda: make_hf(False),
+        "hf bf16+compile+foreach": lambda: make_hf(True),
+        "xmodel fp32 standard-loss": lambda: make_xmodel(False, False, False),
+        "xmodel bf16 standard-loss": lambda: make_xmodel(True, False, False),
+        "xmodel bf16 chunked-loss": lambda: make_xmodel(True, True, False),
+        "xmodel bf16 chunked-loss compile": lambda: make_xmodel(True, True, True),
+        "xmodel bf16 standard-loss compile": lambda: make_xmodel(True, False, True),
+    }
+    if args.variants != "all":
+        wanted = set(args.variants.split(","))
+        variants = {k: v for k, v in variants.items() if k in wanted or k.startswith("hf")}
+    flops_per_token = model_stats(cfg, args.seq).flops_per_token_train
+    peak_bf16 = peak_flops_per_device(torch.device("cpu"), torch.bfloat16)
+    print(f"preset {args.preset} ({sum(p.numel() for p in XmodelForCausalLM(cfg).parameters()) / 1e6:.1f}M "
+          f"params), batch {args.batch} × seq {args.seq}, {torch.get_num_threads()} threads; measured bf16 "
+          f"matmul peak {peak_bf16 / 1e9:.0f} GFLOP/s")
+    results = {}
+    for name, make in variants.items():
+        step = make()
+        t = statistics.median(timed(step, args.steps))
+        results[name] = tokens / t
+        print(f"  {name:36s} {results[name]:8.0f} tok/s   MFU {results[name] * flops_per_token / peak_bf16:6.1%}",
+              flush=True)
+        del step
+    best = max((k for k in results if k.startswith("xmodel")), key=results.get)
+    print(f"best xmodel variant: {best}")
+    print(f"ratio vs HF eager fp32:          {results[best] / results['hf eager fp32']:.2f}x")
+    print(f"ratio vs HF with the same switches: {results[best] / results['hf bf16+compile+foreach']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
