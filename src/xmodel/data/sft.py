@@ -40,8 +40,9 @@ class Sample:
 
     @property
     def chinese(self) -> bool:
-        text = self.instruction + self.input
-        return len(CJK.findall(text)) * 3 > len(text)
+        """Whether the instruction is Chinese (then Chinese field labels and system prompts are used)."""
+        text = "".join(self.instruction.split())
+        return len(CJK.findall(text)) * 4 > len(text)
 
 
 def _str(rec: dict, key: str, required: bool = True) -> str:

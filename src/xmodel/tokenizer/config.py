@@ -17,6 +17,8 @@ class TokenizerConfig:
     model: "unigram" (the reports' choice) or "bpe" (the comparison baseline of `xmodel tokenizer stats`).
     sample_chars: characters drawn from the sources to train on (a uniform sample of documents per source).
     sources: source name → share of the sample; None = the pretraining sources by their stable-stage weight.
+    character_coverage: share of character occurrences in the sample whose characters get their own piece
+        (SentencePiece's default 0.9995); rarer characters are spelled with byte pieces.
     max_piece_length, shrinking_factor, n_sub_iterations: the Unigram trainer's own knobs.
     """
 
@@ -25,6 +27,7 @@ class TokenizerConfig:
     model: Literal["unigram", "bpe"] = "unigram"
     sample_chars: int = 20_000_000
     sources: dict[str, float] | None = None
+    character_coverage: float = 0.9995
     max_piece_length: int = 16
     shrinking_factor: float = 0.75
     n_sub_iterations: int = 2
@@ -36,6 +39,8 @@ class TokenizerConfig:
             raise ValueError(f"vocab_size: {self.vocab_size} does not fit uint32 token ids")
         if self.sample_chars < 1000:
             raise ValueError(f"sample_chars: {self.sample_chars} is too small to train on")
+        if not 0 < self.character_coverage <= 1:
+            raise ValueError(f"character_coverage: must be in (0, 1], got {self.character_coverage}")
         if not 0 < self.shrinking_factor < 1:
             raise ValueError(f"shrinking_factor: must be in (0, 1), got {self.shrinking_factor}")
         for name, w in (self.sources or {}).items():

@@ -101,11 +101,35 @@ def training_sample(cfg, root: Path, total_chars: int | None = None) -> dict[str
 
 # ---- training -----------------------------------------------------------------------------------------------
 
+def keep_frequent_chars(texts: list[str], coverage: float, max_chars: int) -> list[str]:
+    """Drop the rarest characters from the training texts (as SentencePiece's character_coverage does): the
+    most frequent characters covering `coverage` of all occurrences are kept, at most `max_chars` of them.
+    Dropped characters are still encodable — through byte fallback."""
+    from collections import Counter
+
+    counts = Counter()
+    for t in texts:
+        counts.update(t)
+    total = sum(counts.values())
+    keep, covered = set(), 0
+    for ch, n in counts.most_common():
+        if len(keep) >= max_chars or (covered >= coverage * total and len(keep) > 0):
+            break
+        keep.add(ch)
+        covered += n
+    if len(keep) == len(counts):
+        return texts
+    drop = {ord(ch): None for ch in counts if ch not in keep}
+    return [t.translate(drop) for t in texts]
+
+
 def _train_model(texts: list[str], vocab_size: int, tcfg, model: str):
     """A `tokenizers.Tokenizer` of exactly `vocab_size` entries (trained pieces + specials + 256 bytes)."""
     from tokenizers import Tokenizer, models, trainers
 
     n_trained = vocab_size - len(BYTE_PIECES)
+    # The Unigram trainer needs every character of its input in the vocabulary: leave room for pieces.
+    texts = keep_frequent_chars(texts, tcfg.character_coverage, max(64, n_trained - 256))
     if model == "unigram":
         tok = Tokenizer(models.Unigram())
         trainer = trainers.UnigramTrainer(vocab_size=n_trained, special_tokens=SPECIAL_TOKENS, unk_token=UNK,
@@ -117,7 +141,10 @@ def _train_model(texts: list[str], vocab_size: int, tcfg, model: str):
         trainer = trainers.BpeTrainer(vocab_size=n_trained, special_tokens=SPECIAL_TOKENS,
                                       max_token_length=tcfg.max_piece_length, show_progress=False)
     tok.pre_tokenizer = pre_tokenizer()
-    tok.train_from_iterator(texts, trainer, length=len(texts))
+    try:
+        tok.train_from_iterator(texts, trainer, length=len(texts))
+    except Exception as e:  # the Rust trainer raises plain Exceptions
+        raise XmodelError(f"{model} training failed: {e}") from None
     spec = json.loads(tok.to_str())
     if model == "unigram":
         vocab = [tuple(v) for v in spec["model"]["vocab"]]
