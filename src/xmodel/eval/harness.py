@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import XmodelError
-from .suites import CODE, TASKS_DIR, Benchmark, leaf_tasks, missing_files, sampled, task_index
+from .suites import CODE, TASKS_DIR, Benchmark, missing_files, sampled, task_index
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _result_row(benchmark: Benchmark, results: dict, task_name: str) -> dict:
         raise XmodelError(f"{benchmark.name}: lm-eval reported no {benchmark.key} (got {', '.join(metrics)})")
     value = row[benchmark.key]
     stderr = row.get(f"{benchmark.metric}_stderr,{benchmark.filter}")
-    leaves = leaf_tasks(benchmark.task) if task_name == benchmark.task else [task_name]
+    leaves = _leaves(results.get("group_subtasks", {}), task_name)
     n_samples = results.get("n-samples", {})
     n_docs = sum(n_samples.get(t, {}).get("effective", 0) for t in leaves)
     n_total = sum(n_samples.get(t, {}).get("original", 0) for t in leaves)
@@ -105,21 +105,40 @@ def _result_row(benchmark: Benchmark, results: dict, task_name: str) -> dict:
             "lm_eval_metrics": metrics}
 
 
+def _leaves(group_subtasks: dict[str, list[str]], name: str) -> list[str]:
+    children = group_subtasks.get(name)
+    if not children:
+        return [name]
+    return [leaf for child in children for leaf in _leaves(group_subtasks, child)]
+
+
 def run_benchmarks(lm, benchmarks: list[Benchmark], data_root: Path, limit: int | float | None = None,
                    max_gen_toks: int | None = None, code_samples: int = 1, code_temperature: float = 0.8,
-                   log_samples: bool = False, seed: int = 1234, bootstrap_iters: int = 1000) -> dict:
-    """Evaluate `lm` on the benchmarks whose files exist; skip the others with a message."""
+                   log_samples: bool = False, seed: int = 1234, bootstrap_iters: int = 1000,
+                   source: str = "local") -> dict:
+    """Evaluate `lm` on the benchmarks whose files exist; skip the others with a message.
+
+    ``source="hub"`` runs lm-eval's built-in task of each benchmark instead (same prompts and metrics, data
+    downloaded from the Hugging Face hub; needs a network). Code benchmarks always read local files, because
+    their scoring is ours (the sandbox).
+    """
     require_lm_eval()
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    if source not in ("local", "hub"):
+        raise XmodelError(f"source {source!r}: expected 'local' or 'hub'")
     skipped: dict[str, str] = {}
     runnable: list[tuple[Benchmark, Any]] = []
     for b in benchmarks:
+        if source == "hub" and b not in CODE:
+            hub = Benchmark(b.name, b.builtin, b.column, b.metric, b.filter, b.shots, b.builtin)
+            runnable.append((hub, hub.task))
+            continue
         missing = missing_files(b, data_root)
         if missing:
-            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            skipped[b.name] = f"{missing[0]}{more} not found under {data_root}"
+            more = f" ({len(missing)} files, first {missing[0]})" if len(missing) > 1 else f" ({missing[0]})"
+            skipped[b.name] = f"benchmark files not found under {data_root}{more}"
             print(f"skipped {b.name}: {skipped[b.name]}")
             continue
         if b in CODE and code_samples > 1:
@@ -129,7 +148,8 @@ def run_benchmarks(lm, benchmarks: list[Benchmark], data_root: Path, limit: int 
     out: dict[str, Any] = {"benchmarks": {}, "skipped": skipped, "samples": {}}
     if not runnable:
         return out
-    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False,
+    # Our directory is indexed after lm-eval's own, so the built-ins (hub source) and ours never collide.
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=source == "hub",
                           metadata={"data_root": str(data_root)})
     gen_kwargs = {"max_gen_toks": max_gen_toks} if max_gen_toks else None
     results = simple_evaluate(model=lm, tasks=[spec for _, spec in runnable], task_manager=manager, limit=limit,
