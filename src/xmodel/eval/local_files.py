@@ -19,6 +19,7 @@ import csv
 import gzip
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,20 @@ def _open_text(path: Path):
 
 
 def read_records(path: Path, field: str | None = None) -> list[dict]:
-    """Rows of a .jsonl(.gz), .json (a list, or a dict holding the list under `field`) or .csv file."""
+    """Rows of a .jsonl(.gz), .json (a list, or a dict holding the list under `field`) or .csv file.
+
+    Parsed once per file version (several subtasks read the same file, e.g. MATH's seven subjects); each call
+    gets its own copies of the rows.
+    """
     if not path.is_file():
         raise BenchmarkFileError(f"{path}: benchmark file not found")
+    stat = path.stat()
+    rows = _parse_records(path.resolve(), field, stat.st_mtime_ns, stat.st_size)
+    return [dict(r) for r in rows]
+
+
+@lru_cache(maxsize=16)
+def _parse_records(path: Path, field: str | None, _mtime_ns: int, _size: int) -> tuple[dict, ...]:
     name = path.name.removesuffix(".gz")
     rows: list[dict] = []
     with _open_text(path) as fh:
@@ -75,7 +87,7 @@ def read_records(path: Path, field: str | None = None) -> list[dict]:
                 rows.append(row)
         else:
             raise BenchmarkFileError(f"{path}: unknown file type (expected .jsonl, .json or .csv)")
-    return rows
+    return tuple(rows)
 
 
 def _to_dataset(rows: list[dict]):
