@@ -92,7 +92,7 @@ def guard(workdir):
                  "fchown", "chmod", "chown", "chroot", "lchown", "lchmod", "lchflags", "chflags", "link",
                  "symlink", "execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp", "execlpe",
                  "spawnv", "spawnve", "spawnvp", "spawnvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe",
-                 "posix_spawn", "posix_spawnp", "popen", "register_at_fork", "setsid", "setpgrp", "nice", "_exit"]
+                 "posix_spawn", "posix_spawnp", "popen", "setsid", "setpgrp", "nice", "_exit"]
     disable(os, dangerous)
     import posix
     disable(posix, dangerous)
