@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_config_args, human
+from .common import add_data_root_arg, add_config_args, human
 
 
 def register(sub) -> None:
@@ -22,7 +22,7 @@ def register(sub) -> None:
                                        "a finished directory is left as is.")
     q.add_argument("--tokenizer", help="tokenizer directory (default: data.tokenizer.path)")
     q.add_argument("--out", required=True, help="output directory")
-    q.add_argument("--data-root", help="data root (default: $XMODEL_DATA_ROOT or ../shared/data beside the checkout)")
+    add_data_root_arg(q)
     q.add_argument("--workers", type=int, help="processes (default: data.workers; does not change the output)")
     q.add_argument("--overwrite", action="store_true", help="replace a directory prepared with other settings")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from ..data_root import add_data_root_arg, resolve_data_root
+from ..data.root import data_root as resolve_data_root
+from .common import add_data_root_arg
 from ..errors import XmodelError
 from .common import human, require_model_dir
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_config_args
+from .common import add_data_root_arg, add_config_args
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def register(sub) -> None:
                                        "tokenizer with byte fallback, special tokens and a chat template, and save "
                                        "it in the transformers layout.")
     t.add_argument("--out", required=True, help="directory to write (must not exist or be empty)")
-    t.add_argument("--data-root", help="data root (default: $XMODEL_DATA_ROOT or ../shared/data beside the checkout)")
+    add_data_root_arg(t)
     t.add_argument("--vocab-size", type=int, help="overrides data.tokenizer.vocab_size")
     t.add_argument("--model", choices=["unigram", "bpe"], help="overrides data.tokenizer.model")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -32,7 +32,7 @@ def register(sub) -> None:
                                        "of the config's sources, for this tokenizer and for a BPE tokenizer of the "
                                        "same vocabulary size trained in the same run on the same sample.")
     s.add_argument("tokenizer", help="a tokenizer directory")
-    s.add_argument("--data-root", help="data root")
+    add_data_root_arg(s)
     s.add_argument("--chars", type=int, default=500_000, help="held-out characters per language (default 500k)")
     s.add_argument("--no-baseline", action="store_true", help="skip the BPE comparison")
     s.add_argument("--json", action="store_true", help="print JSON")

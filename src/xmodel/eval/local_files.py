@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..data_root import resolve_data_root
+from ..data.root import data_root as resolve_data_root
 from ..errors import XmodelError
 
 

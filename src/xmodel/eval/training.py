@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..data_root import resolve_data_root
+from ..data.root import data_root as resolve_data_root
 from .run import EvalSettings, evaluate_model
 from .suites import suite_benchmarks
 
