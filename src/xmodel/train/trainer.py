@@ -227,7 +227,7 @@ def train(cfg: Config, data: BatchSource, run_dir: str | Path, *, heldout: Batch
         bar = tqdm(total=last_step, initial=state["step"], desc=state["stage"], unit="step", dynamic_ncols=True)
     model.train()
     bad_in_a_row = 0
-    t_last, tokens_last = time.perf_counter(), 0
+    t_last, tokens_last = time.perf_counter(), state["tokens"]  # throughput over the steps since the last log
     while state["step"] < last_step:
         step = state["step"]
         lr = lr_at(step, schedule)
@@ -269,8 +269,7 @@ def train(cfg: Config, data: BatchSource, run_dir: str | Path, *, heldout: Batch
                   "batch_sequences": n_seqs, "tokens": state["tokens"]}
         if state["step"] % t.log_every == 0 or state["step"] == last_step:
             now = time.perf_counter()
-            steps_tokens = state["tokens"] - tokens_last if tokens_last else n_seqs * data.seq_len
-            tok_s = steps_tokens / max(now - t_last, 1e-9)
+            tok_s = (state["tokens"] - tokens_last) / max(now - t_last, 1e-9)
             t_last, tokens_last = now, state["tokens"]
             record.update(tokens_per_s=tok_s, mfu=tok_s * stats.flops_per_token_train / (peak * env.world_size))
         if heldout is not None and t.eval_every and state["step"] % t.eval_every == 0:
