@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/xmodel info
+	$(BIN)/xmodel quickstart
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

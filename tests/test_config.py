@@ -55,3 +55,14 @@ def test_bad_files(tmp_path):
         load_config(yaml_path=bad)
     with pytest.raises(ConfigError, match="unknown"):
         load_config("huge")
+
+
+def test_nested_sections_in_lists_serialise(tmp_path):
+    import json
+
+    cfg = load_config("nano", overrides={"data.sources": [{"name": "en", "paths": ["corpora/en/*.jsonl.gz"]}]})
+    plain = config_to_dict(cfg)
+    assert plain["data"]["sources"][0]["name"] == "en"
+    json.dumps(plain)  # every value is plain data
+    dump_config(cfg, tmp_path / "c.yaml")
+    assert config_to_dict(load_config(yaml_path=tmp_path / "c.yaml")) == plain

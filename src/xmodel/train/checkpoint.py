@@ -21,6 +21,7 @@ import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from ..errors import XmodelError
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
+# One process without a process group is a supported case of torch.distributed.checkpoint, not a problem.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 
 def step_dir_name(step: int) -> str:

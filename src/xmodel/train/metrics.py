@@ -49,16 +49,17 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def plot_run(run_dir: Path, extra_runs: dict[str, Path] | None = None) -> list[Path]:
-    """loss.png (train and held-out loss) and lr.png from metrics.jsonl; other runs (e.g. a decay branch)
-    are drawn on the same axes. Returns the files written."""
+def plot_run(run_dir: Path, extra_runs: dict[str, Path] | None = None, out_dir: Path | None = None,
+             label: str = "run") -> list[Path]:
+    """loss.png (train and held-out loss) and lr.png from metrics.jsonl into `out_dir` (default RUN/plots);
+    other runs (e.g. a decay branch) are drawn on the same axes. Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = {"run": Path(run_dir), **(extra_runs or {})}
-    out_dir = Path(run_dir) / "plots"
+    runs = {label: Path(run_dir), **(extra_runs or {})}
+    out_dir = Path(out_dir) if out_dir else Path(run_dir) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, ylabel, keys in (("loss", "loss", ("loss", "eval_loss")), ("lr", "learning rate", ("lr",))):

@@ -9,10 +9,13 @@ Every step is resumable: a second run reuses the tokenizer, the shards and finis
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from ..config import load_config
 from ..data.root import data_root as resolve_data_root
@@ -22,19 +25,20 @@ QUICKSTART_DATA = Path(__file__).resolve().parent.parent / "configs" / "data" / 
 
 @dataclass
 class QuickstartPlan:
-    stable_steps: int = 240
-    decay_steps: int = 60
+    stable_steps: int = 160
+    decay_steps: int = 40
     micro_batch: int = 8
     seq_len: int = 512
     max_lr: float = 0.01          # the report's optimum lies in 0.01–0.02
     warmup_steps: int = 20
     half_life: float = 20.0       # decay half-life T in steps (5000 at full scale)
     eval_windows: int = 40        # WikiText-2 windows of seq_len tokens
+    eval_limit: int = 50          # documents per commonsense task for the quick benchmark pass (0 = skip)
 
     @classmethod
     def fast(cls) -> "QuickstartPlan":
         """A few minutes in CI: the same pipeline with fewer steps."""
-        return cls(stable_steps=40, decay_steps=12, warmup_steps=5, half_life=4.0, eval_windows=8)
+        return cls(stable_steps=24, decay_steps=8, warmup_steps=4, half_life=4.0, eval_windows=4, eval_limit=5)
 
 
 def round_vocab(n: int, multiple: int = 64) -> int:
@@ -48,7 +52,10 @@ def run_quickstart(output: str | Path = "runs/quickstart", data_root: str | Path
     from ..data.prepare import prepare_data
     from ..eval.scaling_law import WIKITEXT2_TEST, loss_by_position
     from ..tokenizer.train import train_tokenizer
-    from .run import run_stage
+    from ..data.mixture import build_sampler
+    from .metrics import plot_run
+    from .run import HeldoutSource, run_stage
+    from .trainer import evaluate_loss, sample_generations
 
     plan = plan or QuickstartPlan()
     out = Path(output)
@@ -106,29 +113,95 @@ def run_quickstart(output: str | Path = "runs/quickstart", data_root: str | Path
                       branch_from=stable.last_checkpoint, log=log)
     timings["decay_s"] = time.perf_counter() - t
 
-    # 5. WikiText-2 perplexity of both models; the decay model is the run's model.
-    log("5/5 WikiText-2 perplexity")
+    # 5. Both models on the same yardsticks: the stable mixture's held-out set and WikiText-2.
+    log("5/5 held-out loss and WikiText-2 perplexity of the stable and decay models")
     t = time.perf_counter()
     text = (root / WIKITEXT2_TEST).read_text(encoding="utf-8")
-    wikitext = {}
+    stable_heldout = HeldoutSource(build_sampler(prepared, stable_cfg.data, stage="stable"))
+    wikitext, heldout_loss = {}, {}
     for name, result in (("stable", stable), ("decay", decay)):
         model = AutoModelForCausalLM.from_pretrained(result.last_checkpoint / "model")
+        heldout_loss[name] = evaluate_loss(model, stable_heldout, min(len(stable_heldout), 64), plan.micro_batch,
+                                           torch.device("cpu"), None)
         losses, windows = loss_by_position(model, tokenizer, text, plan.seq_len, plan.eval_windows, progress=False)
         mean = float(losses.mean())
-        wikitext[name] = {"loss": mean, "perplexity": float(2.718281828459045 ** mean), "windows": windows}
+        wikitext[name] = {"loss": mean, "perplexity": math.exp(mean), "windows": windows}
+    samples = sample_generations(model, tokenizer, decay_cfg.train.sample_prompts, 32, torch.device("cpu"))
     timings["eval_s"] = time.perf_counter() - t
     model_dir = out / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
     shutil.copytree(decay.last_checkpoint / "model", model_dir)
-    timings["total_s"] = time.perf_counter() - t0
 
     summary = {
         "output": str(out), "model_dir": str(model_dir), "tokenizer_dir": str(tok_dir),
-        "vocab_size": vocab, "plan": plan.__dict__,
-        "stable": {"steps": stable.step, "heldout_loss": stable.eval_loss, "checkpoint": str(stable.last_checkpoint)},
-        "decay": {"steps": decay.step, "heldout_loss": decay.eval_loss, "checkpoint": str(decay.last_checkpoint)},
-        "wikitext2": wikitext, "timings": timings,
+        "vocab_size": vocab, "plan": plan.__dict__, "sft_share": decay_cfg.data.decay.sft_share,
+        "stable": {"steps": stable.step, "stable_heldout_loss": heldout_loss["stable"],
+                   "checkpoint": str(stable.last_checkpoint)},
+        "decay": {"steps": decay.step, "stable_heldout_loss": heldout_loss["decay"],
+                  "checkpoint": str(decay.last_checkpoint)},
+        "wikitext2": wikitext, "samples": samples, "timings": timings,
     }
+    # A quick benchmark pass (few documents per task) through the same harness as `xmodel eval`.
+    if plan.eval_limit:
+        log(f"evaluating the final model on the commonsense suite (--limit {plan.eval_limit})")
+        t = time.perf_counter()
+        summary["benchmarks"] = quick_benchmarks(model_dir, out / "eval", root, plan.eval_limit)
+        timings["benchmarks_s"] = time.perf_counter() - t
+    plot_run(out / "stable", {"decay": out / "decay"}, out_dir=out / "plots", label="stable")
+    timings["total_s"] = time.perf_counter() - t0
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_report(summary, out)
     return summary
+
+
+def quick_benchmarks(model_dir: Path, out_dir: Path, root: Path, limit: int) -> dict:
+    """`xmodel eval MODEL --suite commonsense --limit N`, results.json in `out_dir`; returns {task: value}."""
+    from ..cli.main import main as cli
+
+    code = cli(["eval", str(model_dir), "--suite", "commonsense", "--limit", str(limit), "--output", str(out_dir),
+                "--data-root", str(root), "--batch-size", "16"])
+    if code != 0:
+        return {}
+    from ..eval.results import RESULTS_FILE, load_results
+
+    res = load_results(out_dir / RESULTS_FILE)
+    return {name: row["value"] for name, row in res["benchmarks"].items()}
+
+
+def write_report(summary: dict, out: Path) -> Path:
+    """report.md and report.html of the run, through the same blocks as `xmodel report`."""
+    from ..eval.report import Heading, Image, Para, Table, build_report, find_results, render_html, render_markdown
+
+    w = summary["wikitext2"]
+    t = summary["timings"]
+    blocks = [
+        Heading(1, "Xmodel quickstart"),
+        Para(f"The Xmodel-2 recipe at nano scale on the data root: a {summary['vocab_size']:,}-entry Unigram "
+             f"tokenizer, packed shards, a stable stage at constant LR, then a decay branch with "
+             f"{summary['sft_share']:.0%} SFT data and exponential decay (half-life "
+             f"{summary['plan']['half_life']:g} steps). Total time {t['total_s'] / 60:.1f} min."),
+        Heading(2, "Training"),
+        Table(["stage", "steps", "held-out loss (stable mixture)", "WikiText-2 loss", "WikiText-2 perplexity"],
+              [[name, str(summary[name]["steps"]), f"{summary[name]['stable_heldout_loss']:.4f}",
+                f"{w[name]['loss']:.4f}", f"{w[name]['perplexity']:.1f}"] for name in ("stable", "decay")],
+              caption=f"WikiText-2 test: {w['decay']['windows']} windows of {summary['plan']['seq_len']} tokens; "
+                      "held-out: the stable mixture's held-out sequences, the same set for both models"),
+        Image("plots/loss.png", "training and held-out loss"),
+        Image("plots/lr.png", "learning rate"),
+        Table(["step", "seconds"], [[k.removesuffix("_s"), f"{v:.0f}"] for k, v in t.items()],
+              caption="wall time per step of the pipeline"),
+        Heading(2, "Samples (greedy, final model)"),
+    ]
+    for row in summary.get("samples", []):
+        blocks.append(Para(f"`{row['prompt']}` → {row['completion']!r}"))
+    results = find_results([str(out / "eval")]) if (out / "eval").is_dir() else []
+    if results:
+        blocks.append(Heading(2, "Benchmarks"))
+        blocks.extend(build_report(results, out)[1:])
+    blocks.append(Para(f"Model: `{summary['model_dir']}` (AutoModelForCausalLM / AutoTokenizer load it after "
+                       "`import xmodel`)."))
+    md = out / "report.md"
+    md.write_text(render_markdown(blocks), encoding="utf-8")
+    (out / "report.html").write_text(render_html(blocks, "Xmodel quickstart"), encoding="utf-8")
+    return md
