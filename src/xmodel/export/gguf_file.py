@@ -17,7 +17,7 @@ import torch
 
 from ..errors import XmodelError
 from .gguf_vocab import vocab_for_gguf
-from .llama import load_xmodel, to_llama
+from .llama import load_xmodel, read_xmodel_config, to_llama
 
 FILE_TYPES = {  # --type → (tensor type of 2-D weights, general.file_type)
     "f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
@@ -81,8 +81,8 @@ def export_gguf(model_dir: str | Path, out_path: str | Path, type_name: str = "f
         raise XmodelError(f"{out_path}: is a directory (give the .gguf file to write)")
     if not out_path.parent.is_dir():
         raise XmodelError(f"{out_path.parent}: no such directory")
+    vocab = vocab_for_gguf(tokenizer_dir or model_dir, read_xmodel_config(model_dir).vocab_size)
     model = load_xmodel(model_dir)
-    vocab = vocab_for_gguf(tokenizer_dir or model_dir, model.config.vocab_size)
     llama = to_llama(model)
     cfg = llama.config
     tensor_type, file_type = FILE_TYPES[type_name]

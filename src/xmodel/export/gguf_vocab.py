@@ -24,6 +24,7 @@ Known differences, reported as warnings by `vocab_for_gguf` when they can occur:
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -214,8 +215,14 @@ def _normalizer(norm: dict | None, spec: dict) -> tuple[bytes | None, bool, bool
         return None, escaped, prepend
     if len(kept) == 1 and kept[0]["type"] == "Precompiled":
         return base64.b64decode(kept[0]["precompiled_charsmap"]), escaped, prepend
-    normalizer = _normalizer_object({"type": "Sequence", "normalizers": kept})
-    return build_charsmap(normalizer_mapping(normalizer.normalize_str)), escaped, prepend
+    return _charsmap_for(json.dumps({"type": "Sequence", "normalizers": kept})), escaped, prepend
+
+
+@functools.lru_cache(maxsize=4)
+def _charsmap_for(norm_json: str) -> bytes:
+    """The charsmap of a normaliser given as JSON (cached: a second export of the same tokenizer is instant)."""
+    normalizer = _normalizer_object(json.loads(norm_json))
+    return build_charsmap(normalizer_mapping(normalizer.normalize_str))
 
 
 def _normalizer_object(norm_spec: dict):
@@ -270,7 +277,7 @@ def _mark_added_tokens(vocab: GgufVocab, spec: dict) -> None:
             if vocab.scores is not None:
                 vocab.scores.append(UNUSED_SCORE)
         vocab.tokens[i] = content
-        if vocab.types[i] == TokenType.UNKNOWN:
+        if vocab.types[i] in (TokenType.UNKNOWN, TokenType.BYTE):  # byte pieces may be added as specials
             continue
         vocab.types[i] = int(TokenType.CONTROL if added.get("special") else TokenType.USER_DEFINED)
         if vocab.scores is not None:

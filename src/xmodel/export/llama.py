@@ -164,10 +164,8 @@ def checkpoint_dtype(model_dir: Path) -> torch.dtype:
     return getattr(torch, str(name).replace("torch.", ""), torch.float32)
 
 
-def load_xmodel(model_dir: Path):
-    """Load an Xmodel checkpoint directory in float32, with a one-line error if it is something else."""
-    from ..model import XmodelForCausalLM
-
+def read_xmodel_config(model_dir: Path) -> XmodelConfig:
+    """The config of an Xmodel checkpoint directory, with a one-line error if it is something else."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise XmodelError(f"{model_dir}: not a model directory (no config.json)")
@@ -175,4 +173,12 @@ def load_xmodel(model_dir: Path):
     if raw.get("model_type") != "xmodel" or "auto_map" in raw:
         raise XmodelError(f"{model_dir}: not an Xmodel checkpoint (model_type {raw.get('model_type')!r}); "
                           "run 'xmodel import' first")
-    return XmodelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return XmodelConfig.from_pretrained(model_dir)
+
+
+def load_xmodel(model_dir: Path):
+    """Load an Xmodel checkpoint directory in float32 (one-line error if it is not one)."""
+    from ..model import XmodelForCausalLM
+
+    config = read_xmodel_config(model_dir)
+    return XmodelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32).eval()
