@@ -142,21 +142,17 @@ def mup_from_export_note(src: Path) -> dict | None:
     return json.loads(note.read_text()).get("mup_config")
 
 
-def import_checkpoint(src: str | Path, out: str | Path, mup: dict | None = None,
-                      dtype: str | None = None) -> tuple[Path, str, XmodelConfig]:
-    """Convert `src` (MiniCPM/Xmodel-2 or Llama layout) into an Xmodel checkpoint directory `out`.
+def convert_checkpoint(src: str | Path, mup: dict | None = None, dtype: str | None = None):
+    """Load `src` (MiniCPM/Xmodel-2 or Llama layout) as an `XmodelForCausalLM` in memory: (model, layout).
 
     `mup` gives a Llama source μP multipliers (scale_emb, scale_depth, dim_model_base); by default those
-    recorded by our own Llama export, else none. Returns (out, layout, config).
+    recorded by our own Llama export, else none.
     """
-    from ..config import Config, dump_config
     from ..model import XmodelForCausalLM
 
-    src, out = Path(src), Path(out)
+    src = Path(src)
     if not src.is_dir():
         raise XmodelError(f"{src}: no such checkpoint directory")
-    if out.exists() and any(out.iterdir()):
-        raise XmodelError(f"{out}: exists and is not empty")
     raw = read_config(src)
     layout = detect_layout(raw, src)
     if layout == "minicpm" and mup:
@@ -189,9 +185,20 @@ def import_checkpoint(src: str | Path, out: str | Path, mup: dict | None = None,
     if tied:
         model.tie_weights()
     model.model.rotary_emb.inv_freq = type(model.model.rotary_emb).compute_inv_freq(cfg)
+    return model.eval(), layout
 
+
+def import_checkpoint(src: str | Path, out: str | Path, mup: dict | None = None,
+                      dtype: str | None = None) -> tuple[Path, str, XmodelConfig]:
+    """Convert `src` into an Xmodel checkpoint directory `out` (tokenizer files copied): (out, layout, config)."""
+    from ..config import Config, dump_config
+
+    src, out = Path(src), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise XmodelError(f"{out}: exists and is not empty")
+    model, layout = convert_checkpoint(src, mup, dtype)
     with staged_dir(out) as tmp:
         model.save_pretrained(tmp)
         copy_tokenizer_files(src, tmp)
-        dump_config(Config(model=cfg), tmp / "xmodel.yaml")
-    return out, layout, cfg
+        dump_config(Config(model=model.config), tmp / "xmodel.yaml")
+    return out, layout, model.config
