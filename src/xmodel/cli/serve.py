@@ -30,10 +30,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import uvicorn
+    try:
+        import uvicorn
 
+        from ..inference.server import ServerLimits, create_app
+    except ImportError as e:
+        raise XmodelError(f"xmodel serve needs FastAPI and uvicorn ({e.name} is missing): "
+                          "pip install 'xmodel[serve]'") from None
     from ..inference.runtime import load_generator
-    from ..inference.server import ServerLimits, create_app
 
     for name in ("max_body_bytes", "max_concurrent_requests", "max_batch_size", "port"):
         if getattr(args, name) < 1:
