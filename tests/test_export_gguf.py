@@ -81,7 +81,7 @@ TRAINERS = {"unigram": train_unigram, "bpe": train_byte_level_bpe, "spbpe": trai
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """kind → an Xmodel checkpoint (non-neutral μP, random weights, vocab padded past the tokenizer) with that tokenizer."""
+    """kind → an Xmodel checkpoint with that tokenizer (non-neutral μP, random weights, vocab padded past it)."""
     texts = mixed_texts(0, 250, max_chars=3000)
     root = tmp_path_factory.mktemp("gguf")
     out = {}

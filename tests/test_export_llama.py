@@ -129,13 +129,11 @@ def write_minicpm_checkpoint(path, tied=True, fmt="bin"):
     state = {"model.embed_tokens.weight": torch.randn(211, d) * 0.3, "model.norm.weight": torch.rand(d) + 0.5}
     for i in range(3):
         p = f"model.layers.{i}."
-        state.update({
-            p + "self_attn.q_proj.weight": torch.randn(d, d) * 0.2, p + "self_attn.k_proj.weight": torch.randn(kv, d) * 0.2,
-            p + "self_attn.v_proj.weight": torch.randn(kv, d) * 0.2, p + "self_attn.o_proj.weight": torch.randn(d, d) * 0.2,
-            p + "mlp.gate_proj.weight": torch.randn(f, d) * 0.2, p + "mlp.up_proj.weight": torch.randn(f, d) * 0.2,
-            p + "mlp.down_proj.weight": torch.randn(d, f) * 0.2,
-            p + "input_layernorm.weight": torch.rand(d) + 0.5, p + "post_attention_layernorm.weight": torch.rand(d) + 0.5,
-        })
+        shapes = {"self_attn.q_proj": (d, d), "self_attn.k_proj": (kv, d), "self_attn.v_proj": (kv, d),
+                  "self_attn.o_proj": (d, d), "mlp.gate_proj": (f, d), "mlp.up_proj": (f, d), "mlp.down_proj": (d, f)}
+        state.update({f"{p}{name}.weight": torch.randn(shape) * 0.2 for name, shape in shapes.items()})
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            state[f"{p}{norm}.weight"] = torch.rand(d) + 0.5
     if not tied:
         state["lm_head.weight"] = torch.randn(211, d) * 0.3
     path.mkdir(parents=True)

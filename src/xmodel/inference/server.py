@@ -169,7 +169,8 @@ class BatchWorker:
                     job.send(("step", (choice, out.text, out.finish_reason, out.token_id is not None)))
         except Exception as e:  # noqa: BLE001 — reported to every client of the batch, the worker lives on
             for job in batch:
-                job.send(("error", f"generation failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+                reason = str(e).splitlines()[0] if str(e) else ""
+                job.send(("error", f"generation failed: {type(e).__name__}: {reason}"))
         else:
             for job in batch:
                 job.send(("done", None))
