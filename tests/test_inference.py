@@ -177,12 +177,12 @@ def test_chat_session_keeps_and_trims_history(chat_model_dir):
         add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
     assert "".join(session.reply("hi there")) == gen.complete([ids], [greedy(12)])[0][0]
     # Long conversations drop their oldest turns to fit the 256-token context.
-    long = ChatSession(gen, greedy(100))
-    for i in range(6):
-        "".join(long.reply(f"message number {i} " + "x" * 30))
-    assert len(long.prompt_ids()) <= 256 - 100 and long.turns[0]["content"] != "message number 0 " + "x" * 30
+    long = ChatSession(gen, greedy(60))
+    for i in range(4):
+        "".join(long.reply(f"message number {i} " + "x" * 40))
+    assert len(long.prompt_ids()) <= 256 - 60 and long.turns[0]["content"] != "message number 0 " + "x" * 40
     with pytest.raises(XmodelError, match="message too long"):
-        "".join(long.reply("y" * 200))
+        "".join(long.reply("y" * 220))
 
 
 def test_chat_cli_reads_turns_from_stdin(chat_model_dir, monkeypatch, capsys):

@@ -14,6 +14,7 @@ import uvicorn
 from transformers import AutoTokenizer
 
 from xmodel import XmodelForCausalLM
+from xmodel.inference import SamplingParams
 from xmodel.inference.runtime import load_generator
 from xmodel.inference.server import ServerLimits, create_app
 
@@ -87,8 +88,6 @@ def server(model_dir):
 
 def direct(server, prompt_ids, max_tokens):
     """What the engine gives for this prompt alone, greedy: the reference for what the server returns."""
-    from xmodel.inference import SamplingParams
-
     return server.generator.complete([prompt_ids], [SamplingParams(max_new_tokens=max_tokens)])[0][0]
 
 
@@ -154,6 +153,8 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], temperature=3)
     with pytest.raises(openai.BadRequestError, match="messages"):
         client.chat.completions.create(model=MODEL, messages=[])
+    with pytest.raises(openai.BadRequestError, match="exceed this server's batch size of 8"):
+        client.completions.create(model=MODEL, prompt=["a", "b", "c"], n=3, max_tokens=2)
     raw = httpx.post(server.url + "/v1/chat/completions", content=b'{"model": "tiny-chat", "messages": [',
                      headers={"content-type": "application/json"})
     assert raw.status_code == 400 and raw.json()["error"]["type"] == "invalid_request_error"
@@ -172,27 +173,47 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server):
     assert client.completions.create(model=MODEL, prompt="still alive", max_tokens=3).choices[0].text is not None
 
 
-def test_client_disconnect_mid_stream_cancels_generation(server):
-    worker = server.app.state.worker
-    before = worker.cancelled_sequences
-    body = {"model": MODEL, "prompt": "tell me a long story", "max_tokens": 200, "temperature": 0, "stream": True}
-    with httpx.Client(timeout=30) as http:
-        with http.stream("POST", server.url + "/v1/completions", json=body) as response:
-            assert response.status_code == 200
-            lines = response.iter_lines()
-            first = next(line for line in lines if line.startswith("data: "))
-            assert json.loads(first[6:])["object"] == "text_completion"
-        # leaving the block closes the connection mid-stream
-    deadline = time.time() + 20
-    while worker.cancelled_sequences == before:
-        assert time.time() < deadline, "generation went on after the client left"
-        time.sleep(0.05)
-    out = server.client().completions.create(model=MODEL, prompt="next", max_tokens=4, temperature=0)
-    assert out.choices[0].text == direct(server, server.generator.encode("next"), 4)
+def test_client_disconnect_mid_stream_cancels_generation(model_dir):
+    generator = load_generator(model_dir)
+    forward = generator.model.forward
+    slowed(generator, 0.03)  # 200 tokens take 6 s: longer than any delay of a loaded test machine
+    running = RunningServer(create_app(generator, MODEL))
+    try:
+        worker = running.app.state.worker
+        body = {"model": MODEL, "prompt": "tell me a long story", "max_tokens": 200, "temperature": 0, "stream": True}
+        with httpx.Client(timeout=30) as http:
+            with http.stream("POST", running.url + "/v1/completions", json=body) as response:
+                assert response.status_code == 200
+                first = next(line for line in response.iter_lines() if line.startswith("data: "))
+                assert json.loads(first[6:])["object"] == "text_completion"
+            # leaving the block closes the connection mid-stream
+        deadline = time.time() + 5  # well before the 6 s the 200 steps would take
+        while worker.cancelled_sequences == 0:
+            assert time.time() < deadline, "generation went on after the client left"
+            time.sleep(0.05)
+        generator.model.forward = forward
+        out = running.client().completions.create(model=MODEL, prompt="next", max_tokens=4, temperature=0)
+        assert out.choices[0].text == generator.complete([generator.encode("next")],
+                                                         [SamplingParams(max_new_tokens=4)])[0][0]
+    finally:
+        generator.model.forward = forward
+        running.stop()
+
+
+def slowed(generator, seconds_per_step: float):
+    """The generator with each forward pass delayed: a stand-in for a big model, so timing is not up to the host."""
+    forward = generator.model.forward
+
+    def slow_forward(*args, **kwargs):
+        time.sleep(seconds_per_step)
+        return forward(*args, **kwargs)
+
+    generator.model.forward = slow_forward
+    return generator
 
 
 def test_too_many_requests_in_flight_get_429(model_dir):
-    generator = load_generator(model_dir, max_batch_size=1)
+    generator = slowed(load_generator(model_dir, max_batch_size=1), 0.02)  # 150 tokens: ≥ 3 s per request
     running = RunningServer(create_app(generator, MODEL, ServerLimits(max_concurrent_requests=2, max_batch_size=1)))
     try:
         def ask(i):

@@ -320,6 +320,9 @@ def create_app(generator: Generator, model_name: str, limits: ServerLimits | Non
         return await run_job(request, req, [ids] * req.n, [seeded(params, i) for i in range(req.n)], chat=True)
 
     async def run_job(request: Request, req: _Common, prompts, params, chat: bool):
+        if len(prompts) > worker.max_batch_size:
+            raise APIError(400, f"{len(prompts)} sequences (prompts × n) exceed this server's batch size of "
+                                f"{worker.max_batch_size}", param="n")
         loop = asyncio.get_running_loop()
         job = Job(prompts, params, loop, asyncio.Queue())
         worker.submit(job)
@@ -350,15 +353,24 @@ def create_app(generator: Generator, model_name: str, limits: ServerLimits | Non
         return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model_name,
                 "choices": choices, "usage": usage}
 
-    async def results(job: Job, request: Request | None = None):
-        """The job's (choice, text, finish_reason, is_token) items until it is done; checks for a lost client."""
+    async def results(job: Job, request: Request):
+        """The job's (choice, text, finish_reason, is_token) items until it is done.
+
+        Checks a few times a second whether the client is still there (writes to a closed socket do not always
+        fail), and cancels the job when it is not.
+        """
+        last_check = time.monotonic()
         while True:
             try:
-                kind, payload = await asyncio.wait_for(job.results.get(), timeout=0.5)
+                kind, payload = await asyncio.wait_for(job.results.get(), timeout=0.25)
             except asyncio.TimeoutError:
-                if request is not None and await request.is_disconnected():
+                kind, payload = None, None
+            if time.monotonic() - last_check >= 0.25:
+                last_check = time.monotonic()
+                if await request.is_disconnected():
                     job.cancel.set()
                     return
+            if kind is None:
                 continue
             if kind == "done":
                 return
