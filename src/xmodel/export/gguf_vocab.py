@@ -19,9 +19,9 @@ Known differences, reported as warnings by `vocab_for_gguf` when they can occur:
   where `tokenizers` emits its UTF-8 bytes (``<0xE2>`` …). Decoding byte tokens works in both.
 * llama.cpp runs Viterbi over whole text fragments, `tokenizers` within each pre-token. With Metaspace
   pieces the two agree up to ties between equal-score segmentations, which is checked here piece by piece;
-  with a regex pre-tokenizer llama.cpp may join across its boundaries where that scores higher (measured on
-  the data root's English verse: about 3 % of tokens, around newlines followed by indentation; Chinese and
-  code text: identical). Either way the tokens decode to the same text.
+  with a regex pre-tokenizer llama.cpp may join across its boundaries where that scores higher — in runs of
+  whitespace (newlines followed by indentation), as measured on the data root's text. Either way the tokens
+  decode to the same text.
 * llama.cpp puts the ▁ prefix on every text fragment between special tokens; Metaspace's ``prepend_scheme:
   first`` puts it only at the start of the input.
 """
