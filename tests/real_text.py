@@ -18,11 +18,16 @@ CORPORA = {
 
 
 def data_root() -> Path:
-    env = os.environ.get("XMODEL_DATA_ROOT")
-    root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not root.is_dir():
-        pytest.fail(f"data root {root} not found: set XMODEL_DATA_ROOT to the shared data folder")
-    return root
+    """The project's data root (`xmodel.data.root`); before that module is merged, the same rule inline."""
+    try:
+        from xmodel.data.root import data_root as project_data_root
+    except ImportError:  # this branch predates xmodel.data.root; remove this fallback once both are merged
+        env = os.environ.get("XMODEL_DATA_ROOT")
+        root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+        if not root.is_dir():
+            pytest.fail(f"data root {root} not found: set XMODEL_DATA_ROOT to the shared data folder")
+        return root
+    return project_data_root()
 
 
 def corpus_texts(kind: str, start: int, count: int, max_chars: int | None = None) -> list[str]:
