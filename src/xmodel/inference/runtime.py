@@ -1,0 +1,79 @@
+"""Loading a model directory for inference: the model, its tokenizer, end-of-turn tokens and the chat prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import XmodelError
+from .engine import Generator
+
+# Special tokens that end an assistant turn in common chat templates; a tokenizer's own EOS always does.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model(model_dir: str | Path, dtype: str = "auto", device: str = "cpu"):
+    """An `XmodelForCausalLM` from an Xmodel checkpoint, or converted in memory from a Llama / MiniCPM one."""
+    from ..export.importing import convert_checkpoint, read_config
+    from ..model import XmodelForCausalLM
+
+    model_dir = Path(model_dir)
+    raw = read_config(model_dir)
+    if dtype != "auto" and dtype not in DTYPES:
+        raise XmodelError(f"--dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
+    torch_dtype = DTYPES.get(dtype)
+    if raw.get("model_type") == "xmodel" and "auto_map" not in raw:
+        model = XmodelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype or "auto")
+    else:
+        model, _ = convert_checkpoint(model_dir, dtype=dtype if torch_dtype else None)
+    return model.to(device).eval()
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError):
+        raise XmodelError(f"{path}: no tokenizer found (pass --tokenizer DIR)") from None
+
+
+def stop_token_ids(model, tokenizer, model_dir: Path | None = None) -> set[int]:
+    """EOS ids of the tokenizer, the model config and generation_config.json, plus known end-of-turn tokens."""
+    ids = set()
+    candidates = [tokenizer.eos_token_id, model.config.eos_token_id]
+    if model_dir is not None and (Path(model_dir) / "generation_config.json").is_file():
+        candidates.append(json.loads((Path(model_dir) / "generation_config.json").read_text()).get("eos_token_id"))
+    for value in candidates:
+        ids.update(value if isinstance(value, list) else [value] if value is not None else [])
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+    return ids
+
+
+def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = None, dtype: str = "auto",
+                   device: str = "cpu", max_batch_size: int = 64) -> Generator:
+    from ..cli.common import require_model_dir
+
+    path = require_model_dir(str(model_dir))
+    tokenizer = load_tokenizer(tokenizer_dir or path)
+    model = load_model(path, dtype, device)
+    if len(tokenizer) > model.config.vocab_size:
+        raise XmodelError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                          f"{model.config.vocab_size}")
+    return Generator(model, tokenizer, stop_token_ids(model, tokenizer, path), max_batch_size=max_batch_size)
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` rendered by the tokenizer's chat template, ready for the assistant's turn."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise XmodelError("the tokenizer has no chat template (tokenizer_config.json / chat_template.jinja)")
+    try:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except Exception as e:  # a Jinja template error or a template that rejects the roles given
+        raise XmodelError(f"chat template: {str(e).splitlines()[0]}") from None
+    # The template writes any BOS itself; tokenizing must not add another.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
