@@ -19,7 +19,6 @@ Every block writes its per-task counts as JSON under the work folder; `prepare.p
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
