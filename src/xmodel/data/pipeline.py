@@ -354,7 +354,8 @@ class AssembleManifest(PipelineStep):
                  fingerprint: str):
         super().__init__()
         self.cfg, self.inputs, self.out = cfg, inputs, out
-        self.tokenizer_hash, self.vocab_size, self.dtype, self.fingerprint = tokenizer_hash, vocab_size, dtype, fingerprint
+        self.tokenizer_hash, self.vocab_size = tokenizer_hash, vocab_size
+        self.dtype, self.fingerprint = dtype, fingerprint
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         from ..config.core import build_section

@@ -185,12 +185,13 @@ def build_stages(plan: Plan) -> list[Stage]:
         stages.append(Stage("clusters", [DecideRemovals(dedup_dir, dedup_dict, source_names)], 1, progress=False))
     mask_sources = sorted({inp["source"] for inp in inputs if inp["kind"] == "sft"})
     cap = -(-cfg.heldout.max_tokens // cfg.tasks)
+    parallel = min(cfg.workers, cfg.tasks) > 1  # several task processes: one tokenizer thread each
     stages.append(Stage("pack", [
         ReadSources(inputs, str(work), "pack"),
         DropRemoved(dedup_dir if use_dedup else None),
         FormatSft(asdict(cfg.sft), cfg.heldout.fraction),
         TokenizePack(str(plan.tokenizer_dir), str(out), str(work), cfg.seq_len, plan.dtype, plan.eos_id,
-                     cfg.heldout.fraction, cap, mask_sources, cfg.sft.mask_prompt, single_threaded=cfg.workers > 1),
+                     cfg.heldout.fraction, cap, mask_sources, cfg.sft.mask_prompt, single_threaded=parallel),
     ], cfg.tasks))
     stages.append(Stage("manifest", [AssembleManifest(asdict(cfg), inputs, str(out), plan.tokenizer_hash,
                                                       plan.vocab_size, plan.dtype, plan.fingerprint)], 1,

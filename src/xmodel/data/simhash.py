@@ -170,7 +170,8 @@ def block_masks(blocks: int, threshold: int) -> list[np.uint64]:
             for combo in itertools.combinations(range(blocks), blocks - threshold)]
 
 
-def near_duplicate_pairs(sigs: np.ndarray, n_features: np.ndarray, threshold: int, *, short_threshold: int | None = None,
+def near_duplicate_pairs(sigs: np.ndarray, n_features: np.ndarray, threshold: int, *,
+                         short_threshold: int | None = None,
                          short_tokens: int = 0, blocks: int | None = None, max_run: int = 4096) -> np.ndarray:
     """All index pairs (i < j) whose signatures are within the distance threshold, as int64[P, 2].
 
