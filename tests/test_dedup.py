@@ -124,7 +124,8 @@ def test_exact_duplicates_keep_the_first_copy(planted):
     removed, _, report = run_dedup(texts, DedupConfig(near=False))
     assert removed == set(range(50, 65))
     assert report["exact_removed"]["all"] == 15 and report["near_removed"]["all"] == 0
-    assert exact_duplicates(np.array([1, 2, 1], np.uint64), np.array([5, 5, 5], np.uint64)).tolist() == [False, False, True]
+    hi, lo = np.array([1, 2, 1], np.uint64), np.array([5, 5, 5], np.uint64)
+    assert exact_duplicates(hi, lo).tolist() == [False, False, True]
 
 
 def test_banded_index_finds_exactly_the_brute_force_pairs(planted):

@@ -206,3 +206,25 @@ def test_cli_bad_arguments_are_one_line(tmp_path, shared_data, args, needle, cap
 def test_cli_error_in_a_fresh_process_has_no_traceback(tmp_path):
     res = run_cli("data", "stats", str(tmp_path / "none"))
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+def test_prepare_counts_bad_records_with_their_location(shared_data, tmp_path, tokenizer_dir):
+    from xmodel.data.prepare import prepare_data
+
+    from .data_helpers import small_data_config
+
+    docs = real_docs(shared_data, 60)
+    lines = [json.dumps(d).encode() for d in docs]
+    lines[7] = b'{"text": broken'
+    lines[20] = json.dumps(docs[20]).encode().replace(b"e", b"\xc3\x28", 1)
+    lines[33] = b'{"body": "no text field"}'
+    bad = tmp_path / "bad.jsonl.gz"
+    with gzip.open(bad, "wb") as f:
+        f.write(b"\n".join(lines) + b"\n")
+    cfg = small_data_config(sources=[{"name": "en", "paths": [str(bad)]}], decay={"sft": {}}, tasks=2, workers=2,
+                            seq_len=64)
+    m = prepare_data(cfg, tokenizer_dir, tmp_path / "p", shared_data, progress=False, log=lambda *_: None)
+    skipped = m.sources["en"]["skipped"]
+    assert skipped["counts"] == {"invalid_utf8": 1, "malformed_json": 1, "missing_field": 1}
+    assert sorted(e.split(": ")[0] for e in skipped["examples"]) == [f"{bad}:21", f"{bad}:34", f"{bad}:8"]
+    assert m.sources["en"]["documents_read"] == 57

@@ -171,3 +171,43 @@ def test_packed_dataset_reads_rows_and_rejects_bad_input(prepared):
     with pytest.raises(XmodelError, match="not a prepared source"):
         PackedDataset(prepared.path / "sources" / "nope")
     assert PackedDataset(prepared.path, split="heldout", source="en").tokenizer_hash == prepared.tokenizer_hash
+
+
+@pytest.mark.slow
+def test_slurm_submission_runs_the_same_pipeline(prepared, small_cfg, tokenizer_dir, shared_data, tmp_path,
+                                                monkeypatch):
+    """A cluster run without a cluster: a stand-in `sbatch` records the submissions, then every job-array
+    element of every stage is run the way Slurm would (the pickled executor, SLURM_ARRAY_TASK_ID set).
+    The shards equal the local run's."""
+    import dill
+
+    from xmodel.data.prepare import slurm_executors
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "sbatch").write_text("#!/bin/sh\nn=$(ls $0.d 2>/dev/null | wc -l)\nmkdir -p $0.d\n"
+                                   "for a in \"$@\"; do last=$a; done\ncp \"$last\" $0.d/job$n.slurm\n"
+                                   "echo \"Submitted batch job $((100 + n))\"\n")
+    (bindir / "scontrol").write_text("#!/bin/sh\necho node1\n")  # `scontrol show hostnames` on a job's node
+    for tool in ("sbatch", "scontrol"):
+        (bindir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_NODELIST", "node1")
+    out = tmp_path / "cluster"
+    executors = slurm_executors(small_cfg, tokenizer_dir, out, shared_data, partition="cpu", time_limit="1:00:00")
+    assert [e.job_name for e in executors] == ["xmodel-signatures", "xmodel-pairs", "xmodel-clusters",
+                                               "xmodel-pack", "xmodel-manifest"]
+    executors[-1].run()
+    scripts = sorted((bindir / "sbatch.d").glob("*.slurm"))
+    assert len(scripts) >= 5 and "#SBATCH --partition=cpu" in scripts[0].read_text()
+    assert "launch_pickled_pipeline" in scripts[0].read_text()
+    for e in executors:  # in dependency order, as Slurm would start them
+        pik = out / WORK / "logs" / e.job_name.split("-")[1] / "executor.pik"
+        with open(pik, "rb") as f:
+            job = dill.load(f)
+        for i in range(job.tasks):
+            monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(i))
+            job.run()
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    assert digest(out) == digest(prepared.path)
+    assert load_manifest(out).fingerprint == prepared.fingerprint

@@ -85,8 +85,8 @@ def test_diversification_is_deterministic_varied_and_keeps_the_answer(shared_dat
                "Solved examples:")) for t in texts) > 10  # few-shot forms
     plain = Diversifier(SftFormatConfig(diversify=False))
     text, _ = plain.format(samples[1], 1, 0)
-    assert text == f"{IM_START}user\n{samples[1].instruction}" + (f"\n\n{samples[1].input}" if samples[1].input else "") \
-        + f"{IM_END}\n{IM_START}assistant\n{samples[1].output}{IM_END}\n"
+    prompt = samples[1].instruction + (f"\n\n{samples[1].input}" if samples[1].input else "")
+    assert text == f"{IM_START}user\n{prompt}{IM_END}\n{IM_START}assistant\n{samples[1].output}{IM_END}\n"
 
 
 def test_chinese_records_get_chinese_templates(shared_data):

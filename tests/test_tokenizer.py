@@ -119,7 +119,8 @@ def test_hash_is_the_same_for_the_directory_and_the_loaded_objects(tokenizer_dir
     from transformers import AutoTokenizer
 
     h = tokenizer_hash(tokenizer_dir)
-    assert h == tokenizer_hash(load_tokenizer(tokenizer_dir)) == tokenizer_hash(AutoTokenizer.from_pretrained(tokenizer_dir))
+    assert h == tokenizer_hash(load_tokenizer(tokenizer_dir))
+    assert h == tokenizer_hash(AutoTokenizer.from_pretrained(tokenizer_dir))
 
 
 def test_sample_is_deterministic_and_vocab_size_is_exact(small_cfg, shared_data, tmp_path):

@@ -26,6 +26,14 @@ def register(sub) -> None:
     q.add_argument("--workers", type=int, help="processes (default: data.workers; does not change the output)")
     q.add_argument("--overwrite", action="store_true", help="replace a directory prepared with other settings")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    q.add_argument("--slurm-partition", metavar="PARTITION",
+                   help="submit the stages to Slurm (datatrove's SlurmPipelineExecutor) instead of running here; "
+                        "data.tasks tasks per stage, each a job-array element")
+    q.add_argument("--slurm-time", default="24:00:00", help="time limit of each Slurm task (default 24:00:00)")
+    q.add_argument("--slurm-cpus-per-task", type=int, default=1, help="CPUs per Slurm task (default 1)")
+    q.add_argument("--slurm-mem-per-cpu-gb", type=int, default=4, help="memory per CPU in GB (default 4)")
+    q.add_argument("--slurm-venv", metavar="ACTIVATE",
+                   help="script the Slurm jobs source to get this environment (default: <current venv>/bin/activate)")
     add_config_args(q)
     q.set_defaults(func=run_prepare)
 
@@ -53,6 +61,22 @@ def run_prepare(args) -> int:
     if not tokenizer:
         raise XmodelError("--tokenizer: no tokenizer given (and data.tokenizer.path is not set); "
                           "train one with `xmodel tokenizer train`")
+    if args.slurm_partition:
+        import sys
+        from pathlib import Path
+
+        from ..data.prepare import slurm_executors
+
+        activate = Path(sys.prefix) / "bin" / "activate"
+        venv = args.slurm_venv or (str(activate) if activate.is_file() else None)
+        executors = slurm_executors(cfg, tokenizer, args.out, args.data_root, partition=args.slurm_partition,
+                                    time_limit=args.slurm_time, overwrite=args.overwrite,
+                                    cpus_per_task=args.slurm_cpus_per_task,
+                                    mem_per_cpu_gb=args.slurm_mem_per_cpu_gb, venv_path=venv)
+        executors[-1].run()  # submits every stage, each depending on the previous one
+        ids = ", ".join(f"{e.job_name}={e.job_id}" for e in executors if getattr(e, "job_id", None))
+        print(f"submitted {len(executors)} Slurm stages ({ids}); when they finish, `xmodel data stats {args.out}`")
+        return 0
     manifest = prepare_data(cfg, tokenizer, args.out, args.data_root, overwrite=args.overwrite,
                             workers=args.workers, progress=not args.no_progress)
     skipped = {n: s["skipped"]["counts"] for n, s in manifest.sources.items() if s["skipped"]["counts"]}

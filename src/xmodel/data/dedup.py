@@ -66,7 +66,12 @@ def work_units(n: int, bucket_size: int, rounds: int) -> list[tuple[int, int]]:
 
 def bucket_members(n: int, round_: int, bucket: int, bucket_size: int) -> np.ndarray:
     """Positions (in uid order) of the documents in one bucket of one round."""
-    order = np.arange(n) if round_ == 0 else np.random.default_rng(round_).permutation(n)
+    if round_ == 0:
+        order = np.arange(n)
+    else:  # a keyed permutation (ours, so the buckets do not depend on the numpy version)
+        from .mixture import permute
+
+        order = permute(np.arange(n), n, key=round_).astype(np.int64)
     return np.sort(order[bucket * bucket_size:(bucket + 1) * bucket_size])
 
 

@@ -204,7 +204,10 @@ def _read_text(path: Path, split: str, wanted, skips: SkipLog, label: str):
 
 
 def _read_parquet(path: Path, columns: list[str] | None, wanted, skips: SkipLog, label: str):
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise XmodelError(f"{label}: reading parquet needs pyarrow (pip install 'xmodel[hf]')") from None
 
     try:
         pf = pq.ParquetFile(path)

@@ -109,8 +109,10 @@ class MixtureSampler:
         if hit is not None:
             self._cache.move_to_end(k)
             return hit
-        rng = np.random.default_rng([self.seed, k, 0x6D6978])
-        sources = rng.permutation(self._template)
+        # Our own keyed permutation, not numpy's Generator: numpy does not promise the same stream across
+        # versions, and a resumed run must read the same data after an upgrade.
+        key = xxhash.xxh3_64_intdigest(f"block:{self.seed}:{k}".encode())
+        sources = self._template[permute(np.arange(self.block), self.block, key).astype(np.int64)]
         order = np.argsort(sources, kind="stable")
         first = np.concatenate([[0], np.cumsum(self.per_block)[:-1]])
         rank = np.empty(self.block, dtype=np.int64)
@@ -143,7 +145,7 @@ class MixtureSampler:
             for e in np.unique(epoch):
                 m = epoch == e
                 key = xxhash.xxh3_64_intdigest(f"{self.seed}:{self.names[s]}:{int(e)}".encode())
-                out[m] = permute(within[m], n, key)
+                out[m] = permute(within[m], n, key).astype(np.int64)
             seq[sel] = out
         return src, seq
 

@@ -12,13 +12,13 @@ Blocks (each a `datatrove.pipeline.base.PipelineStep`, so the same lists run und
 - `FormatSft`       — SFT samples → chat text with prompt diversification; loss-mask spans.
 - `TokenizePack`    — tokenises in batches, appends EOS, splits off held-out documents, packs seq_len rows
                       into shards written under temporary names and renamed when complete.
+- `AssembleManifest` — one task: per-source index files and manifest.json.
 
 Every block writes its per-task counts as JSON under the work folder; `prepare.py` merges them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -340,6 +340,30 @@ class TokenizePack(PipelineStep):
         for (source, split), w in sorted(writers.items()):
             report.setdefault(source, {"chars": chars.get(source, 0)})[split] = w.close()
         _write_task_json(self.work, f"pack-{rank:05d}.json", report)
+        return
+        yield
+
+
+class AssembleManifest(PipelineStep):
+    """One task: merge the per-task counts into sources/<name>/index.json and manifest.json (written last)."""
+
+    name = "xmodel manifest"
+    type = "📝 - WRITER"
+
+    def __init__(self, cfg: dict, inputs: list[dict], out: str, tokenizer_hash: str, vocab_size: int, dtype: str,
+                 fingerprint: str):
+        super().__init__()
+        self.cfg, self.inputs, self.out = cfg, inputs, out
+        self.tokenizer_hash, self.vocab_size = tokenizer_hash, vocab_size
+        self.dtype, self.fingerprint = dtype, fingerprint
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        from ..config.core import build_section
+        from .config import DataConfig
+        from .prepare import assemble_manifest
+
+        assemble_manifest(build_section(DataConfig, self.cfg, "data"), self.inputs, Path(self.out),
+                          self.tokenizer_hash, self.vocab_size, self.dtype, self.fingerprint)
         return
         yield
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..config.core import build_section, section_to_dict
+from ..config.core import build_section
 from ..errors import ConfigError, XmodelError
 from .config import SFT_CATEGORIES, DataConfig
 from .ingest import SkipLog, check_source, display_path, resolve_files, text_of
@@ -122,12 +122,54 @@ def fingerprint(cfg: DataConfig, tokenizer_hash: str, inputs: list[dict]) -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def build_stages(cfg: DataConfig, inputs: list[dict], tokenizer_dir: Path, out: Path, *, eos_id: int,
-                 dtype: str) -> list[Stage]:
-    """The pipelines, in order. Each is a plain list of datatrove blocks, runnable by any datatrove executor."""
-    from .pipeline import (DecideRemovals, DropRemoved, FindPairs, FormatSft, ReadSources, TokenizePack,
-                           WriteSignatures)
+@dataclass
+class Plan:
+    """Everything the stages need, resolved and checked up front (see `plan_preparation`)."""
 
+    cfg: DataConfig
+    root: Path
+    tokenizer_dir: Path
+    out: Path
+    inputs: list[dict]
+    tokenizer_hash: str
+    vocab_size: int
+    dtype: str
+    eos_id: int
+    fingerprint: str
+
+
+def plan_preparation(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                     data_root: str | os.PathLike | None = None, workers: int | None = None) -> Plan:
+    """Resolve the data root, the tokenizer and every input file, and read the first records of each file:
+    a bad path, format, field name or tokenizer is a one-line XmodelError here, before anything is written."""
+    from ..tokenizer.train import load_tokenizer, tokenizer_hash
+
+    cfg = _coerce_cfg(cfg)
+    if workers is not None:
+        if workers < 1:
+            raise ConfigError(f"workers: must be >= 1, got {workers}")
+        cfg = build_section(DataConfig, {**asdict(cfg), "workers": workers}, "data")
+    root = resolve_data_root(data_root)
+    tokenizer_dir = Path(tokenizer_dir).resolve()
+    tok = load_tokenizer(tokenizer_dir)
+    tok_hash = tokenizer_hash(tokenizer_dir)
+    vocab = tok.get_vocab_size()
+    try:
+        cfg.stage_weights("stable") if cfg.sources else None
+        cfg.stage_weights("decay") if cfg.decay.sft else None
+    except ValueError as e:
+        raise ConfigError(f"data.{e}") from None
+    inputs = build_inputs(cfg, root)
+    return Plan(cfg, root, tokenizer_dir, Path(out_dir).resolve(), inputs, tok_hash, vocab, token_dtype(vocab).name,
+                _eos_id(tokenizer_dir, tok), fingerprint(cfg, tok_hash, inputs))
+
+
+def build_stages(plan: Plan) -> list[Stage]:
+    """The pipelines, in order. Each is a plain list of datatrove blocks, runnable by any datatrove executor."""
+    from .pipeline import (AssembleManifest, DecideRemovals, DropRemoved, FindPairs, FormatSft, ReadSources,
+                           TokenizePack, WriteSignatures)
+
+    cfg, inputs, out = plan.cfg, plan.inputs, plan.out
     work = out / WORK
     dedup_dir = str(work / "dedup")
     dedup = cfg.dedup
@@ -143,13 +185,17 @@ def build_stages(cfg: DataConfig, inputs: list[dict], tokenizer_dir: Path, out: 
         stages.append(Stage("clusters", [DecideRemovals(dedup_dir, dedup_dict, source_names)], 1, progress=False))
     mask_sources = sorted({inp["source"] for inp in inputs if inp["kind"] == "sft"})
     cap = -(-cfg.heldout.max_tokens // cfg.tasks)
+    parallel = min(cfg.workers, cfg.tasks) > 1  # several task processes: one tokenizer thread each
     stages.append(Stage("pack", [
         ReadSources(inputs, str(work), "pack"),
         DropRemoved(dedup_dir if use_dedup else None),
         FormatSft(asdict(cfg.sft), cfg.heldout.fraction),
-        TokenizePack(str(tokenizer_dir), str(out), str(work), cfg.seq_len, dtype, eos_id, cfg.heldout.fraction,
-                     cap, mask_sources, cfg.sft.mask_prompt, single_threaded=cfg.workers > 1),
+        TokenizePack(str(plan.tokenizer_dir), str(out), str(work), cfg.seq_len, plan.dtype, plan.eos_id,
+                     cfg.heldout.fraction, cap, mask_sources, cfg.sft.mask_prompt, single_threaded=parallel),
     ], cfg.tasks))
+    stages.append(Stage("manifest", [AssembleManifest(asdict(cfg), inputs, str(out), plan.tokenizer_hash,
+                                                      plan.vocab_size, plan.dtype, plan.fingerprint)], 1,
+                        progress=False))
     return stages
 
 
@@ -183,49 +229,49 @@ def prepare_data(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLi
     continues (finished tasks are kept); other contents are refused unless `overwrite`.
     `workers` overrides cfg.workers (it does not change the output).
     """
-    from ..tokenizer.train import load_tokenizer, tokenizer_hash
     from .pipeline import run_stage
 
-    cfg = _coerce_cfg(cfg)
-    if workers is not None:
-        if workers < 1:
-            raise ConfigError(f"workers: must be >= 1, got {workers}")
-        cfg = build_section(DataConfig, {**asdict(cfg), "workers": workers}, "data")
-    root = resolve_data_root(data_root)
-    tokenizer_dir = Path(tokenizer_dir)
-    tok = load_tokenizer(tokenizer_dir)
-    tok_hash = tokenizer_hash(tokenizer_dir)
-    vocab = tok.get_vocab_size()
-    dtype = token_dtype(vocab).name
-    eos_id = _eos_id(tokenizer_dir, tok)
-    try:
-        cfg.stage_weights("stable") if cfg.sources else None
-        cfg.stage_weights("decay") if cfg.decay.sft else None
-    except ValueError as e:
-        raise ConfigError(f"data.{e}") from None
-    inputs = build_inputs(cfg, root)
-    out = Path(out_dir)
-    fp = fingerprint(cfg, tok_hash, inputs)
+    plan = plan_preparation(cfg, tokenizer_dir, out_dir, data_root, workers)
+    out = plan.out
     if (out / MANIFEST).is_file():
         existing = load_manifest(out)
-        if existing.fingerprint == fp:
-            log(f"{out}: already prepared with these settings (tokenizer {tok_hash}); nothing to do")
+        if existing.fingerprint == plan.fingerprint:
+            log(f"{out_dir}: already prepared with these settings (tokenizer {plan.tokenizer_hash}); nothing to do")
             return existing
-    _prepare_out_dir(out, fp, overwrite)
+    _prepare_out_dir(out, plan.fingerprint, overwrite)
     t0 = time.perf_counter()
-    stages = build_stages(cfg, inputs, tokenizer_dir, out, eos_id=eos_id, dtype=dtype)
     total = None
-    for stage in stages:
-        run_stage(stage.name, stage.pipeline, stage.tasks, cfg.workers, out / WORK, total=total,
+    for stage in build_stages(plan):
+        run_stage(stage.name, stage.pipeline, stage.tasks, plan.cfg.workers, out / WORK, total=total,
                   progress=progress and stage.progress)
         if stage.name == "signatures":
             total = sum(v["read"] for v in _read_task_reports(out / WORK, "signatures-read-").values())
-    manifest = assemble_manifest(cfg, inputs, out, tok_hash, vocab, dtype, fp)
-    secs = time.perf_counter() - t0
+    manifest = load_manifest(out)
     train = sum(s["train"]["sequences"] for s in manifest.sources.values())
-    log(f"prepared {out}: {train:,} training sequences of {cfg.seq_len} tokens from {len(manifest.sources)} "
-        f"sources in {secs:.1f}s")
+    log(f"prepared {out_dir}: {train:,} training sequences of {plan.cfg.seq_len} tokens from "
+        f"{len(manifest.sources)} sources in {time.perf_counter() - t0:.1f}s")
     return manifest
+
+
+def slurm_executors(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                    data_root: str | os.PathLike | None = None, *, partition: str, time_limit: str = "24:00:00",
+                    overwrite: bool = False, **slurm_kwargs) -> list:
+    """The same stages as `prepare_data`, as a chain of datatrove `SlurmPipelineExecutor`s (each depends on the
+    one before). `executors[-1].run()` submits them all with sbatch; tasks that already finished (in an earlier
+    submission or a local run into the same directory) are skipped. Paths must be on storage every node sees.
+    `slurm_kwargs` go to SlurmPipelineExecutor (cpus_per_task, mem_per_cpu_gb, venv_path, sbatch_args, ...).
+    """
+    from datatrove.executor import SlurmPipelineExecutor
+
+    plan = plan_preparation(cfg, tokenizer_dir, out_dir, data_root)
+    _prepare_out_dir(plan.out, plan.fingerprint, overwrite)
+    executors = []
+    for stage in build_stages(plan):
+        executors.append(SlurmPipelineExecutor(
+            pipeline=stage.pipeline, tasks=stage.tasks, time=time_limit, partition=partition,
+            job_name=f"xmodel-{stage.name}", logging_dir=str(plan.out / WORK / "logs" / stage.name),
+            depends=executors[-1] if executors else None, **slurm_kwargs))
+    return executors
 
 
 def _read_task_reports(work: Path, prefix: str) -> dict[str, dict]:

@@ -142,8 +142,10 @@ _SYSTEM = {
            "Solve the task step by step and give the final answer."],
     "zh": ["你是一个乐于助人的助手。", "请认真、准确地回答问题。"],
 }
-_SHOT_HEAD = {"en": ["Here are some examples:", "Examples:", "Solved examples:"], "zh": ["以下是一些示例：", "示例："]}
-_SHOT_TAIL = {"en": ["Now answer the following.", "Your turn:", "Now solve this one:"], "zh": ["现在请回答：", "请完成以下任务："]}
+_SHOT_HEAD = {"en": ["Here are some examples:", "Examples:", "Solved examples:"],
+              "zh": ["以下是一些示例：", "示例："]}
+_SHOT_TAIL = {"en": ["Now answer the following.", "Your turn:", "Now solve this one:"],
+              "zh": ["现在请回答：", "请完成以下任务："]}
 _ANSWER = {"en": ["Answer:", "Response:", "Output:"], "zh": ["答案：", "回答："]}
 
 

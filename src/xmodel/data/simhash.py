@@ -11,7 +11,8 @@ signatures that agree on them. That is C(b, k) sorts plus the candidate checks: 
 bucket (about N·C(b,k)·N/2^(64(b-k)/b) checks, and b is picked to keep that small).
 
 Words are runs of non-space characters, except that each CJK character is a word of its own, so Chinese text
-gets character n-grams. Text is lower-cased first.
+gets character n-grams. Text is lower-cased first. (`words` gives the same split on Python strings, for
+statistics and tests; the signatures find the words on the UTF-8 bytes, vectorised.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ _HAS_CJK = re.compile(rf"[{_CJK}]")
 # bit table: byte value → its 8 bits (little-endian bit order), for counting set bits per signature position
 _BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)
 _MIX1, _MIX2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
-_WORD_CACHE_MAX = 2_000_000
 
 
 def words(text: str) -> list[str]:
@@ -58,50 +58,85 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-class _WordHashes(dict):
-    """word → 64-bit hash, computed on first use (a dict lookup per word afterwards)."""
-
-    def __missing__(self, word: str) -> int:
-        h = self[word] = xxhash.xxh3_64_intdigest(word.encode("utf-8", "surrogatepass"))
-        return h
+# Word boundaries at the byte level: ASCII whitespace separates words, and every 3-byte UTF-8 character with
+# lead byte E3..ED or EF (U+3000..U+DFFF, U+F000..U+FFFF: CJK ideographs, kana, Hangul, CJK and full-width
+# punctuation) is a word of its own.
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[[9, 10, 11, 12, 13, 32]] = True
+_CJK_LEAD = np.zeros(256, dtype=bool)
+_CJK_LEAD[0xE3:0xEE] = True
+_CJK_LEAD[0xEF] = True
+# Weights of a byte by its position in its word: P^0, P^1, ... (positions past 255 reuse the last weight).
+_POLY_POW = np.cumprod(np.concatenate([np.ones(1, np.uint64), np.full(255, 0x100000001B3, dtype=np.uint64)]))
+_MAX_BATCH_BYTES = 16 << 20
 
 
 class SimHasher:
-    """Computes signatures for batches of documents (vectorised over the whole batch)."""
+    """Computes signatures for batches of documents, vectorised over the whole batch (no per-word Python).
+
+    Features: word n-grams (`shingle` words; documents with fewer words use their single words), each hashed to
+    64 bits — a polynomial hash of the word's lower-cased UTF-8 bytes, combined over the n-gram and finished
+    with splitmix64.
+    """
 
     def __init__(self, shingle: int = 2):
         self.shingle = shingle
-        self._cache = _WordHashes()
 
-    def features(self, text: str) -> np.ndarray:
-        """The n-gram hashes of a text (unigrams when it has fewer words than the n-gram size)."""
-        if len(self._cache) > _WORD_CACHE_MAX:
-            self._cache.clear()
-        ws = words(text)
-        hs = np.fromiter(map(self._cache.__getitem__, ws), dtype=np.uint64, count=len(ws))
+    def _features(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(feature hashes uint64[F], document index int64[F]) of a batch."""
+        encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
+        lengths = np.array([len(e) + 1 for e in encoded], dtype=np.int64)
+        doc_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        buf = np.frombuffer(b" ".join(encoded) + b" ", dtype=np.uint8)
+        space = _SPACE[buf]
+        lead = _CJK_LEAD[buf]
+        member = lead.copy()
+        member[1:] |= lead[:-1]
+        member[2:] |= lead[:-2]
+        prev_space = np.concatenate([[True], space[:-1]])
+        prev_member = np.concatenate([[False], member[:-1]])
+        starts = ~space & (prev_space | lead | (prev_member & ~member))
+        idx = np.nonzero(~space)[0]
+        if len(idx) == 0:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        first = starts[idx]
+        seg = np.nonzero(first)[0]
+        # Σ b_j P^(j - word start) over each word's bytes, then mixed
+        rel = np.arange(len(idx)) - seg[np.cumsum(first) - 1]
+        word = _mix(np.add.reduceat(buf[idx].astype(np.uint64) * _POLY_POW[np.minimum(rel, 255)], seg))
+        doc = np.searchsorted(doc_start, idx[seg], side="right") - 1
         n = self.shingle
-        if n == 1 or len(hs) < n:
-            return _mix(hs)
-        m = len(hs) - n + 1
-        h = hs[:m].copy()
-        for i in range(1, n):
-            h = (h * _GOLD) ^ hs[i:i + m]
-        return _mix(h)
+        counts = np.bincount(doc, minlength=len(texts))
+        if n == 1:
+            return word, doc
+        m = len(word) - n + 1
+        feats, fdoc = [], []
+        if m > 0:
+            h = word[:m].copy()
+            for i in range(1, n):
+                h = (h * _GOLD) ^ word[i:i + m]
+            same = doc[:m] == doc[n - 1:]
+            feats.append(_mix(h[same]))
+            fdoc.append(doc[:m][same])
+        short = counts[doc] < n  # documents with fewer words than the n-gram size: their words are the features
+        feats.append(word[short])
+        fdoc.append(doc[short])
+        return np.concatenate(feats), np.concatenate(fdoc)
 
     def signatures(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(signatures uint64[n], feature counts uint32[n]) of a batch; an empty text gets (0, 0)."""
-        feats = [self.features(t) for t in texts]
-        counts = np.array([len(f) for f in feats], dtype=np.int64)
-        sigs = np.zeros(len(texts), dtype=np.uint64)
-        if counts.sum() == 0:
-            return sigs, counts.astype(np.uint32)
-        doc = np.repeat(np.arange(len(texts)), counts)
-        allf = np.concatenate(feats).view(np.uint8).reshape(-1, 8)
+        if sum(len(t) for t in texts) * 4 > _MAX_BATCH_BYTES and len(texts) > 1:
+            half = len(texts) // 2
+            a, b = self.signatures(texts[:half]), self.signatures(texts[half:])
+            return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
+        feats, doc = self._features(texts)
+        counts = np.bincount(doc, minlength=len(texts))
         ones = np.empty((len(texts), 64), dtype=np.int64)
+        by = feats.view(np.uint8).reshape(-1, 8)
         # Set bits per position, one byte of the features at a time: a (doc, byte value) histogram times the
         # byte → bits table. Far faster than unpacking every feature to 64 bits.
         for k in range(8):
-            hist = np.bincount(doc * 256 + allf[:, k], minlength=len(texts) * 256).reshape(len(texts), 256)
+            hist = np.bincount(doc * 256 + by[:, k], minlength=len(texts) * 256).reshape(len(texts), 256)
             ones[:, 8 * k:8 * k + 8] = hist @ _BYTE_BITS
         majority = (2 * ones > counts[:, None]).astype(np.uint8)
         sigs = np.packbits(majority, axis=1, bitorder="little").view(np.uint64).ravel().copy()
@@ -135,7 +170,8 @@ def block_masks(blocks: int, threshold: int) -> list[np.uint64]:
             for combo in itertools.combinations(range(blocks), blocks - threshold)]
 
 
-def near_duplicate_pairs(sigs: np.ndarray, n_features: np.ndarray, threshold: int, *, short_threshold: int | None = None,
+def near_duplicate_pairs(sigs: np.ndarray, n_features: np.ndarray, threshold: int, *,
+                         short_threshold: int | None = None,
                          short_tokens: int = 0, blocks: int | None = None, max_run: int = 4096) -> np.ndarray:
     """All index pairs (i < j) whose signatures are within the distance threshold, as int64[P, 2].
 

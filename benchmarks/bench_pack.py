@@ -1,0 +1,103 @@
+"""Tokenise + pack throughput of `xmodel data prepare` against `tokenizers`' own `encode_batch`, same text, same run.
+
+The text: real documents of the data root (English, Chinese and code corpora), written once to a jsonl file.
+- baseline: `Tokenizer.encode_batch(texts)` in one process on texts already in memory (the library's own
+  Rust thread pool uses every core).
+- ours: `prepare_data` with dedup off and 2 worker processes running 4 tasks (datatrove's local executor):
+  read + parse the jsonl, tokenise, append EOS, pack into seq_len rows, write the shards and the manifest.
+Runs alternate (baseline, ours, baseline, ...); the medians give MB/s of UTF-8 text and the ratio ours/baseline.
+Goal: >= 1.0x.
+
+    python benchmarks/bench_pack.py [--tokenizer DIR] [--rounds 3] [--code-docs 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def load_texts(root: Path, code_docs: int) -> list[str]:
+    texts = []
+    for rel, limit in (("corpora/en/english_public_domain.jsonl.gz", None),
+                       ("corpora/zh/chinese_prose_clue_lcsts.jsonl.gz", None),
+                       ("corpora/code/code_corpus.jsonl.gz", code_docs)):
+        with gzip.open(root / rel, "rt", encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if limit is not None and i >= limit:
+                    break
+                texts.append(json.loads(line)["text"])
+    return texts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokenizer", help="tokenizer directory (default: train a 12k quickstart tokenizer first)")
+    ap.add_argument("--data-root")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--code-docs", type=int, default=1500)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+
+    from xmodel.config.core import build_section
+    from xmodel.data.config import DataConfig
+    from xmodel.data.prepare import prepare_data
+    from xmodel.data.root import data_root
+    from xmodel.tokenizer import load_tokenizer
+
+    root = data_root(args.data_root)
+    work = Path(tempfile.mkdtemp(prefix="bench_pack_"))
+    try:
+        tok_dir = args.tokenizer
+        if tok_dir is None:
+            from xmodel.config import load_config
+            from xmodel.data.config import resolve_config_path
+            from xmodel.tokenizer import train_tokenizer
+
+            qs = load_config(yaml_path=resolve_config_path("quickstart")).data
+            tok_dir = train_tokenizer(qs, work / "tokenizer", root, log=lambda *_: None)
+        texts = load_texts(root, args.code_docs)
+        corpus = work / "corpus.jsonl"
+        with open(corpus, "w", encoding="utf-8") as f:
+            for t in texts:
+                f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+        mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+        cfg = build_section(DataConfig, {
+            "seq_len": 2048, "tasks": 2 * args.workers, "workers": args.workers,
+            "sources": [{"name": "text", "paths": [str(corpus)]}],
+            "dedup": {"exact": False, "near": False}, "heldout": {"fraction": 0.0}}, "data")
+        tok = load_tokenizer(tok_dir)
+        print(f"{len(texts):,} documents, {mb:.1f} MB of UTF-8 text; tokenizer {tok.get_vocab_size():,} entries; "
+              f"{os.cpu_count()} CPUs, {args.workers} worker processes")
+        base, ours = [], []
+        for r in range(args.rounds):
+            t0 = time.perf_counter()
+            encs = tok.encode_batch(texts)
+            base.append(time.perf_counter() - t0)
+            tokens = sum(len(e) for e in encs)
+            del encs
+            out = work / f"out{r}"
+            t0 = time.perf_counter()
+            m = prepare_data(cfg, tok_dir, out, root, progress=False, log=lambda *_: None)
+            ours.append(time.perf_counter() - t0)
+            packed = m.sources["text"]["train"]["tokens_in"]
+            assert packed == tokens + len(texts), (packed, tokens)  # every token + one EOS per document
+            shutil.rmtree(out)
+            print(f"round {r}: encode_batch {mb / base[-1]:6.2f} MB/s   prepare (tokenise+pack+write) "
+                  f"{mb / ours[-1]:6.2f} MB/s")
+        b, o = mb / statistics.median(base), mb / statistics.median(ours)
+        print(f"median: encode_batch {b:.2f} MB/s, prepare {o:.2f} MB/s, ratio {o / b:.2f}x "
+              f"({tokens:,} tokens per pass)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
