@@ -241,3 +241,16 @@ def test_mbpp_prompts_match_builtin(manager, data_root):
     # The three shots are tasks 2, 3, 4 ending in [DONE], then the problem's own prompt.
     context = mine[0][3][0]
     assert context.count("[DONE]") == 3 and context.endswith("[BEGIN]\n")
+
+
+def test_all_27_bbh_descriptions_and_shots_match_builtin(data_root):
+    """The cot-prompts files parse to exactly the description and 3 shots lm-eval's generator wrote inline."""
+    import yaml
+
+    subjects = sorted(p for p in builtin_yaml("bbh/cot_fewshot").glob("*.yaml") if not p.name.startswith("_"))
+    assert len(subjects) == 27
+    for path in subjects:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        description, shots = lf.parse_bbh_cot_prompt(data_root / f"eval/bbh/cot-prompts/{cfg['dataset_name']}.txt")
+        assert description + "\n\n" == cfg["description"], path.name
+        assert shots == cfg["fewshot_config"]["samples"], path.name
