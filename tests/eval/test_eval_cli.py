@@ -87,23 +87,32 @@ def test_evaluate_during_training(nano_model_dir, data_root):
     assert metrics["eval/seconds"] > 0 and model.training
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "xmodel.cli.main", *args], capture_output=True, text=True,
-                          timeout=300)
-
-
 @pytest.mark.parametrize("args,needle", [
     (["eval", "/no/such/model"], "no such model directory"),
     (["eval", "MODEL", "--data-root", "/no/such/root"], "/no/such/root: no such data directory"),
     (["eval", "MODEL", "--tasks", "gsm8k"], "--tasks gsm8k: not in the chosen suites"),
     (["eval", "MODEL", "--limit", "0"], "--limit: must be > 0"),
     (["eval", "MODEL", "--suite", "nope"], "invalid choice"),
+    (["eval", "MODEL", "--tokenizer", "/no/such/tokenizer"], "no tokenizer found"),
     (["report", "/no/such/results"], "no such file or directory"),
 ])
-def test_bad_input_is_one_line(args, needle, nano_model_dir, data_root):
+def test_bad_input_is_one_line(args, needle, nano_model_dir, data_root, capsys):
     args = [str(nano_model_dir) if a == "MODEL" else a for a in args]
-    res = run_cli(*args, *(["--data-root", str(data_root)] if "--data-root" not in args and args[0] == "eval"
-                           else []))
-    assert res.returncode == 2, res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr, res.stderr
+    if args[0] == "eval" and "--data-root" not in args:
+        args += ["--data-root", str(data_root)]
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
+
+
+def test_cli_error_in_a_real_process(nano_model_dir, data_root):
+    res = subprocess.run([sys.executable, "-m", "xmodel.cli.main", "eval", str(nano_model_dir), "--data-root",
+                          str(data_root), "--tasks", "nope"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == ["xmodel eval: error: --tasks nope: not in the chosen suites (known: "
+                                               "arc_challenge, arc_easy, boolq, hellaswag, openbookqa, piqa, sciq, "
+                                               "winogrande)"]
