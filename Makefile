@@ -28,6 +28,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_eval.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

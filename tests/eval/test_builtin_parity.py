@@ -77,12 +77,9 @@ def our_task(manager, name):
     return task
 
 
-def rows(dataset):
-    return [dataset[i] for i in range(len(dataset))]
-
-
-def local(data_root, rel, **kw):
-    return datasets.Dataset.from_list(lf.read_records(data_root / rel, **kw))
+def local(data_root, rel, layout=None):
+    """The file's rows, in the hub layout (the same row function our loader applies)."""
+    return [lf.LAYOUTS[layout](r) if layout else r for r in lf.read_records(data_root / rel)]
 
 
 def requests(task, limit):
@@ -145,19 +142,20 @@ def winogrande_hub_rows(docs):
 def hub_rows_for(name, data_root):
     """{split: rows in the hub layout the built-in task reads}, from the data root's files."""
     if name == "arc_easy":
-        return {"test": rows(lf.arc_docs(local(data_root, "eval/arc/ARC-Easy-Test.jsonl")))}
+        return {"test": local(data_root, "eval/arc/ARC-Easy-Test.jsonl", "arc")}
     if name == "arc_challenge":
-        return {"test": rows(lf.arc_docs(local(data_root, "eval/arc/ARC-Challenge-Test.jsonl")))}
+        return {"test": local(data_root, "eval/arc/ARC-Challenge-Test.jsonl", "arc")}
     if name == "boolq":
-        return {"validation": rows(lf.boolq_docs(local(data_root, "eval/boolq/val.jsonl")))}
+        return {"validation": local(data_root, "eval/boolq/val.jsonl", "boolq")}
     if name == "hellaswag":
         docs = lf.read_records(data_root / "eval/hellaswag/hellaswag_val.preprocessed.jsonl.gz")
         return {"validation": [{"activity_label": d["activity_label"], "ctx_a": d["ctx"], "ctx_b": "",
                                 "endings": d["endings"], "label": str(d["label"])} for d in docs]}
     if name == "openbookqa":
-        return {"test": rows(lf.openbookqa_llmfoundry_docs(local(data_root, "eval/openbookqa/test.llmfoundry.jsonl")))}
+        return {"test": local(data_root, "eval/openbookqa/test.llmfoundry.jsonl",
+                               "openbookqa_llmfoundry")}
     if name == "piqa":
-        return {"validation": rows(lf.piqa_llmfoundry_docs(local(data_root, "eval/piqa/valid.llmfoundry.jsonl")))}
+        return {"validation": local(data_root, "eval/piqa/valid.llmfoundry.jsonl", "piqa_llmfoundry")}
     if name == "winogrande":
         docs = lf.read_records(data_root / "eval/winogrande/dev_1.1.llmfoundry.jsonl")
         return {"validation": winogrande_hub_rows(docs)}
@@ -190,7 +188,7 @@ def test_same_requests_and_scores_as_builtin(manager, data_root, name, rel, ours
 @pytest.mark.parametrize("subject", ["anatomy", "high_school_mathematics", "world_religions"])
 def test_mmlu_subject_matches_builtin(manager, data_root, subject):
     def hub(split):
-        docs = rows(lf.mmlu_docs(local(data_root, f"eval/mmlu/{split}/{subject}_{split}.csv")))
+        docs = local(data_root, f"eval/mmlu/{split}/{subject}_{split}.csv", "mmlu")
         return [dict(d, subject=subject) for d in docs]
 
     builtin = builtin_task(f"mmlu/default/mmlu_{subject}.yaml", {"test": hub("test"), "dev": hub("dev")})
@@ -201,7 +199,7 @@ def test_mmlu_subject_matches_builtin(manager, data_root, subject):
 
 @pytest.mark.parametrize("subject", ["agronomy", "chinese_history"])
 def test_cmmlu_subject_matches_builtin(manager, data_root, subject):
-    hub = {split: rows(lf.cmmlu_docs(local(data_root, f"eval/cmmlu/{split}/{subject}.csv")))
+    hub = {split: local(data_root, f"eval/cmmlu/{split}/{subject}.csv", "cmmlu")
            for split in ("test", "dev")}
     builtin = builtin_task(f"cmmlu/cmmlu_{subject}.yaml", hub)
     mine = our_task(manager, f"xmodel_cmmlu_{subject}")
@@ -243,3 +241,16 @@ def test_mbpp_prompts_match_builtin(manager, data_root):
     # The three shots are tasks 2, 3, 4 ending in [DONE], then the problem's own prompt.
     context = mine[0][3][0]
     assert context.count("[DONE]") == 3 and context.endswith("[BEGIN]\n")
+
+
+def test_all_27_bbh_descriptions_and_shots_match_builtin(data_root):
+    """The cot-prompts files parse to exactly the description and 3 shots lm-eval's generator wrote inline."""
+    import yaml
+
+    subjects = sorted(p for p in builtin_yaml("bbh/cot_fewshot").glob("*.yaml") if not p.name.startswith("_"))
+    assert len(subjects) == 27
+    for path in subjects:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        description, shots = lf.parse_bbh_cot_prompt(data_root / f"eval/bbh/cot-prompts/{cfg['dataset_name']}.txt")
+        assert description + "\n\n" == cfg["description"], path.name
+        assert shots == cfg["fewshot_config"]["samples"], path.name

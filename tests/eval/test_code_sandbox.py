@@ -128,6 +128,11 @@ def test_no_network():
         server.close()
 
 
+def test_a_program_that_prints_a_lot_still_passes():
+    res = run_program("for i in range(200_000):\n    print('line', i)\nassert True\n", LIMITS)
+    assert res.passed and res.stdout.endswith("line 199999\n") and len(res.stdout) == LIMITS.max_output_chars
+
+
 def test_early_exit_does_not_count_as_passing():
     assert run_program("import sys\nsys.exit(0)\nassert False\n", LIMITS).status == "failed"
     assert run_program("import os\nos._exit(0)\n", LIMITS).status == "failed"

@@ -95,3 +95,19 @@ def test_suite_selection_errors_are_one_line():
     assert names[:8] == ["arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "sciq",
                          "winogrande"]
     assert {"gsm8k", "math", "bbh", "mmlu", "humaneval", "mbpp", "cmmlu", "ceval"} <= set(names)
+
+
+def test_builtin_names_for_hub_source_exist_in_lm_eval():
+    """`--source hub` runs lm-eval's built-in task or group of each benchmark: each name is declared there."""
+    import re
+    from pathlib import Path
+
+    import lm_eval.tasks
+
+    root = Path(lm_eval.tasks.__file__).parent
+    declared = set()
+    for path in root.rglob("*.yaml"):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        declared.update(re.findall(r'^(?:task|group): "?([\w\-.]+)"?\s*$', text, flags=re.M))
+    for b in BENCHMARKS.values():
+        assert b.builtin in declared, b.builtin

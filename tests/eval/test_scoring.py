@@ -12,7 +12,7 @@ from xmodel.eval.suites import TASKS_DIR
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 logging.getLogger("lm_eval").setLevel(logging.ERROR)
-LIMIT = 400
+LIMIT = 200
 
 
 @pytest.fixture(scope="module")

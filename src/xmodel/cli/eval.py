@@ -120,6 +120,8 @@ def run(args) -> int:
 
     table_suites = [s for s in suites if s not in ("scaling-law",)]
     only = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    if only and not table_suites:
+        raise XmodelError("--tasks: selects benchmarks of the table suites, not of scaling-law")
     benchmarks = suite_benchmarks(table_suites, only) if table_suites else []
     if benchmarks:
         require_lm_eval()

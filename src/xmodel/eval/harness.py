@@ -19,12 +19,6 @@ from typing import Any
 from ..errors import XmodelError
 from .suites import CODE, TASKS_DIR, Benchmark, missing_files, sampled, task_index
 
-log = logging.getLogger(__name__)
-
-# lm-eval must never reach for the hub: our tasks read local files, and the model is already in memory.
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 
 class _DropCustomDatasetHint(logging.Filter):
     """lm-eval warns on every task with a custom_dataset that kwargs can be passed with --metadata; we do."""
@@ -86,7 +80,8 @@ def sampled_code_spec(benchmark: Benchmark, n: int, temperature: float, top_p: f
     return cfg
 
 
-def _result_row(benchmark: Benchmark, results: dict, task_name: str) -> dict:
+def _result_row(benchmark: Benchmark, results: dict) -> dict:
+    task_name = benchmark.task
     row = results["results"][task_name]
     metrics = {k: v for k, v in row.items() if k not in ("alias", "name", " ", "sample_len")
                and isinstance(v, (int, float))}
@@ -122,12 +117,15 @@ def run_benchmarks(lm, benchmarks: list[Benchmark], data_root: Path, limit: int 
     downloaded from the Hugging Face hub; needs a network). Code benchmarks always read local files, because
     their scoring is ours (the sandbox).
     """
+    if source not in ("local", "hub"):
+        raise XmodelError(f"source {source!r}: expected 'local' or 'hub'")
+    if source == "local":  # our tasks read local files and the model is in memory: nothing may wait on the hub
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     require_lm_eval()
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    if source not in ("local", "hub"):
-        raise XmodelError(f"source {source!r}: expected 'local' or 'hub'")
     skipped: dict[str, str] = {}
     runnable: list[tuple[Benchmark, Any]] = []
     for b in benchmarks:
@@ -157,7 +155,7 @@ def run_benchmarks(lm, benchmarks: list[Benchmark], data_root: Path, limit: int 
                               numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
                               bootstrap_iters=bootstrap_iters, confirm_run_unsafe_code=True)
     for b, _ in runnable:
-        out["benchmarks"][b.name] = _result_row(b, results, b.task)
+        out["benchmarks"][b.name] = _result_row(b, results)
     if log_samples:
         out["samples"] = results.get("samples", {})
     out["configs"] = {name: {k: cfg.get(k) for k in ("num_fewshot", "generation_kwargs", "repeats",

@@ -7,10 +7,10 @@ Our task YAMLs name a loader here as lm-eval's ``custom_dataset`` and the files 
       files: {test: eval/arc/ARC-Easy-Test.jsonl}
 
 lm-eval calls the loader with the task's metadata (``data_root`` comes from there: `xmodel eval` passes it,
-a plain ``lm_eval --metadata '{"data_root": DIR}'`` run can too) plus these keyword arguments. The
-``process_docs`` functions below turn each original layout (AI2 jsonl, SuperGLUE jsonl, llm-foundry ICL rows,
-CSV) into the field layout of the Hugging Face hub copy that lm-eval's built-in task reads, so our YAMLs can
-keep the built-in prompt templates unchanged.
+a plain ``lm_eval --metadata '{"data_root": DIR}'`` run can too) plus these keyword arguments. The ``layout``
+functions below turn each original layout (AI2 jsonl, SuperGLUE jsonl, llm-foundry ICL rows, CSV) into the
+field layout of the Hugging Face hub copy that lm-eval's built-in task reads, so our YAMLs keep the built-in
+prompt templates unchanged.
 """
 
 from __future__ import annotations
@@ -97,22 +97,31 @@ def _to_dataset(rows: list[dict]):
 
 
 def load_local(data_root: str | None = None, files: dict[str, str] | None = None, field: str | None = None,
-               where: dict[str, Any] | None = None, **_metadata: Any):
-    """lm-eval ``custom_dataset``: {split: file relative to the data root} → a DatasetDict of the rows as is.
+               where: dict[str, Any] | None = None, layout: str | None = None, **_metadata: Any):
+    """lm-eval ``custom_dataset``: {split: file relative to the data root} → a DatasetDict.
 
     `field` names the list inside a .json object; `where` keeps the rows whose fields equal the given values
-    (one file holding several subtasks, e.g. MATH's subjects in llm-foundry's file).
+    (one file holding several subtasks, e.g. MATH's subjects in llm-foundry's file); `layout` names the
+    function of `LAYOUTS` that turns each row into the hub layout the built-in task's template reads (none:
+    the file already has it).
     """
     import datasets
 
     if not files:
         raise BenchmarkFileError("dataset_kwargs.files: no benchmark files named")
+    if layout is not None and layout not in LAYOUTS:
+        raise BenchmarkFileError(f"dataset_kwargs.layout {layout!r}: unknown (known: {', '.join(LAYOUTS)})")
     root = resolve_data_root(data_root)
     splits = {}
     for split, rel in files.items():
         rows = read_records(root / rel, field)
         if where:
             rows = [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+        if layout is not None:
+            try:
+                rows = [LAYOUTS[layout](r) for r in rows]
+            except (KeyError, ValueError, TypeError) as e:
+                raise BenchmarkFileError(f"{root / rel}: a row does not have the {layout} layout ({e!r})") from None
         splits[split] = _to_dataset(rows)
     return datasets.DatasetDict(splits)
 
@@ -181,19 +190,15 @@ def load_mbpp(data_root: str | None = None, files: dict[str, str] | None = None,
 
 
 # ---------------------------------------------------------------- original layouts → hub layouts
+# One function per source layout, applied to every row once at load time (``dataset_kwargs.layout``). lm-eval
+# re-runs a task's process_docs each time it reads its documents, so converting here is much cheaper.
 
-def _map(dataset, fn):
-    return dataset.map(fn, remove_columns=dataset.column_names, load_from_cache_file=False)
-
-
-def arc_docs(dataset):
+def arc_row(doc: dict) -> dict:
     """AI2 ARC jsonl ({id, question: {stem, choices: [{text, label}]}, answerKey}) → allenai/ai2_arc rows."""
-    def convert(doc):
-        choices = doc["question"]["choices"]
-        return {"id": doc["id"], "question": doc["question"]["stem"],
-                "choices": {"text": [c["text"] for c in choices], "label": [c["label"] for c in choices]},
-                "answerKey": doc["answerKey"]}
-    return _map(dataset, convert)
+    choices = doc["question"]["choices"]
+    return {"id": doc["id"], "question": doc["question"]["stem"],
+            "choices": {"text": [c["text"] for c in choices], "label": [c["label"] for c in choices]},
+            "answerKey": doc["answerKey"]}
 
 
 def _boolish(value) -> int:
@@ -209,73 +214,75 @@ def _boolish(value) -> int:
     raise BenchmarkFileError(f"BoolQ label {value!r}: expected true/false")
 
 
-def boolq_docs(dataset):
+def boolq_row(doc: dict) -> dict:
     """SuperGLUE BoolQ jsonl ({question, passage, idx, label: true/false}) → aps/super_glue rows (label 0/1)."""
-    return _map(dataset, lambda d: {"question": d["question"], "passage": d["passage"], "idx": int(d["idx"]),
-                                    "label": _boolish(d["label"])})
+    return {"question": doc["question"], "passage": doc["passage"], "idx": int(doc["idx"]),
+            "label": _boolish(doc["label"])}
 
 
-def hellaswag_docs(dataset):
+def hellaswag_row(doc: dict) -> dict:
     """The data root's HellaSwag export ({query, endings, label}; text already cleaned the way lm-eval's
     ``preprocess`` does) → the {query, choices, gold} rows lm-eval's hellaswag task scores."""
-    return _map(dataset, lambda d: {"query": d["query"], "choices": list(d["endings"]),
-                                    "gold": int(d["label"]), "label": str(d["label"]),
-                                    "activity_label": d["activity_label"], "ctx": d["ctx"]})
+    return {"query": doc["query"], "choices": list(doc["endings"]), "gold": int(doc["label"]),
+            "label": str(doc["label"]), "activity_label": doc["activity_label"], "ctx": doc["ctx"]}
 
 
-def openbookqa_llmfoundry_docs(dataset):
+def openbookqa_llmfoundry_row(doc: dict) -> dict:
     """llm-foundry OpenBookQA ({query, choices, gold}) → allenai/openbookqa rows (query = question_stem)."""
-    return _map(dataset, lambda d: {"question_stem": d["query"],
-                                    "choices": {"text": list(d["choices"]),
-                                                "label": list("ABCD"[:len(d["choices"])])},
-                                    "answerKey": "ABCD"[int(d["gold"])]})
+    return {"question_stem": doc["query"],
+            "choices": {"text": list(doc["choices"]), "label": list("ABCD"[:len(doc["choices"])])},
+            "answerKey": "ABCD"[int(doc["gold"])]}
 
 
-def piqa_llmfoundry_docs(dataset):
+def piqa_llmfoundry_row(doc: dict) -> dict:
     """llm-foundry PIQA ({query: 'Question: GOAL\\n', choices, gold}) → PIQA rows {goal, sol1, sol2, label}."""
-    def convert(doc):
-        query = doc["query"]
-        if not query.startswith("Question: "):
-            raise BenchmarkFileError(f"PIQA query {query[:40]!r}: expected 'Question: …'")
-        goal = query[len("Question: "):].removesuffix("\n")
-        sol1, sol2 = doc["choices"]
-        return {"goal": goal, "sol1": sol1, "sol2": sol2, "label": int(doc["gold"])}
-    return _map(dataset, convert)
+    query = doc["query"]
+    if not query.startswith("Question: "):
+        raise BenchmarkFileError(f"PIQA query {query[:40]!r}: expected 'Question: …'")
+    sol1, sol2 = doc["choices"]
+    return {"goal": query[len("Question: "):].removesuffix("\n"), "sol1": sol1, "sol2": sol2,
+            "label": int(doc["gold"])}
 
 
-def winogrande_llmfoundry_docs(dataset):
-    """llm-foundry Winogrande ({context_options, continuation, gold}) → the two partial sentences, the
-    continuation and the answer, which is what lm-eval's winogrande task builds from a hub row."""
-    return _map(dataset, lambda d: {"context_options": list(d["context_options"]),
-                                    "continuation": d["continuation"], "gold": int(d["gold"])})
+def winogrande_llmfoundry_row(doc: dict) -> dict:
+    """llm-foundry Winogrande ({context_options, continuation, gold}): the two sentence starts (the blank filled
+    with each option), the rest of the sentence and the answer, which is what lm-eval's winogrande task builds
+    from a hub row."""
+    return {"context_options": list(doc["context_options"]), "continuation": doc["continuation"],
+            "gold": int(doc["gold"])}
 
 
-def mmlu_docs(dataset):
+def mmlu_row(doc: dict) -> dict:
     """MMLU csv ({question, choice0..3, answer: 0-based}) → cais/mmlu rows {question, choices, answer}."""
-    return _map(dataset, lambda d: {"question": d["question"],
-                                    "choices": [d[f"choice{i}"] for i in range(4)], "answer": int(d["answer"])})
+    return {"question": doc["question"], "choices": [doc[f"choice{i}"] for i in range(4)],
+            "answer": int(doc["answer"])}
 
 
-def cmmlu_docs(dataset):
+def cmmlu_row(doc: dict) -> dict:
     """CMMLU csv (an unnamed index column, Question, A–D, Answer letter) → haonan-li/cmmlu rows."""
-    return _map(dataset, lambda d: {k: d[k] for k in ("Question", "A", "B", "C", "D", "Answer")})
+    return {k: doc[k] for k in ("Question", "A", "B", "C", "D", "Answer")}
 
 
-def ceval_docs(dataset):
+def ceval_row(doc: dict) -> dict:
     """C-Eval csv (id, question, A–D, answer[, explanation]) → ceval/ceval-exam rows."""
-    return _map(dataset, lambda d: {"id": int(d["id"]), "question": d["question"], "A": d["A"], "B": d["B"],
-                                    "C": d["C"], "D": d["D"], "answer": d["answer"],
-                                    "explanation": d.get("explanation", "")})
+    return {"id": int(doc["id"]), "question": doc["question"], "A": doc["A"], "B": doc["B"], "C": doc["C"],
+            "D": doc["D"], "answer": doc["answer"], "explanation": doc.get("explanation", "")}
 
 
-def math_llmfoundry_docs(dataset):
+def math_llmfoundry_row(doc: dict) -> dict:
     """llm-foundry MATH ({context, chain_of_thought, answer, category}) → lm-eval minerva_math docs.
 
     The hub rows' {problem, solution} are llm-foundry's {context, chain_of_thought}; the gold answer is
-    computed from the solution's \\boxed{} exactly as lm-eval's minerva_math ``process_docs`` does.
+    computed from the solution's \\boxed{} with lm-eval's own minerva_math functions, as its process_docs does.
     """
     from lm_eval.tasks.minerva_math import utils as minerva
 
-    hub_rows = _map(dataset, lambda d: {"problem": d["context"], "solution": d["chain_of_thought"]})
-    return minerva.process_docs(hub_rows)
+    solution = doc["chain_of_thought"]
+    answer = minerva.normalize_final_answer(minerva.remove_boxed(minerva.last_boxed_only_string(solution)))
+    return {"problem": doc["context"], "solution": solution, "answer": answer}
 
+
+LAYOUTS = {"arc": arc_row, "boolq": boolq_row, "hellaswag": hellaswag_row,
+           "openbookqa_llmfoundry": openbookqa_llmfoundry_row, "piqa_llmfoundry": piqa_llmfoundry_row,
+           "winogrande_llmfoundry": winogrande_llmfoundry_row, "mmlu": mmlu_row, "cmmlu": cmmlu_row,
+           "ceval": ceval_row, "math_llmfoundry": math_llmfoundry_row}

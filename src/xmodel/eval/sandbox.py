@@ -119,20 +119,32 @@ class _Job:
         args = [sys.executable, "-I", "-B", str(CHILD), "program.py", str(limits.memory_mb), str(nproc),
                 str(int(limits.timeout_s) + 1), str(limits.max_file_mb), str(uid), str(gid)]
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(args, cwd=self.workdir, env=_child_env(self.workdir), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        # Output goes to files, not pipes: a program that prints a lot must not block on a full pipe.
+        self.out_path, self.err_path = (os.path.join(self.workdir, n) for n in (".stdout", ".stderr"))
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(args, cwd=self.workdir, env=_child_env(self.workdir),
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+
+    def _tail(self, path: str) -> str:
+        n = self.limits.max_output_chars
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 4 * n))
+                return fh.read().decode("utf-8", "replace")[-n:]
+        except OSError:
+            return ""
 
     def finish(self, timed_out: bool) -> ExecResult:
         self._kill_group()
         try:
-            out, err = self.proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:  # a grandchild holds the pipes open
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = b"", b""
+            self.proc.wait()
         seconds = time.monotonic() - self.started
+        stdout, stderr = self._tail(self.out_path), self._tail(self.err_path)
         shutil.rmtree(self.workdir, ignore_errors=True)
-        n = self.limits.max_output_chars
-        stdout, stderr = out.decode("utf-8", "replace")[-n:], err.decode("utf-8", "replace")[-n:]
         if timed_out:
             return ExecResult("timeout", None, stdout, stderr, seconds)
         rc = self.proc.returncode
