@@ -150,8 +150,9 @@ def train(cfg: Config, data: BatchSource, run_dir: str | Path, *, heldout: Batch
 
     Hooks for callers that run many short trainings (the wind tunnel): `on_model(model)` is called once with the
     unwrapped model after its weights are in place (fresh, resumed or branched), e.g. to register forward hooks;
-    `on_step(record)` after each optimizer step with that step's metrics record (with "eval_loss" on evaluation
-    steps); an exception it raises (a pruned trial) ends training with the metrics files closed.
+    `on_step(record)` after each optimizer step with that step's metrics record, before it is written (it may add
+    fields, e.g. its own held-out loss); an exception it raises (a pruned trial) ends training with the metrics
+    files closed.
     `save_checkpoints=False` writes no checkpoint at all (throwaway runs).
     """
     t = cfg.train
@@ -292,9 +293,9 @@ def train(cfg: Config, data: BatchSource, run_dir: str | Path, *, heldout: Batch
             if heldout is not None and t.eval_every and state["step"] % t.eval_every == 0:
                 record["eval_loss"] = evaluate_loss(model, heldout, t.eval_sequences, t.micro_batch_size, device,
                                                     amp_dtype)
-            metrics.log(record)
             if on_step is not None:
                 on_step(record)
+            metrics.log(record)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}",
