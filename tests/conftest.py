@@ -35,3 +35,6 @@ def char_tokenizer_dir(tmp_path):
     path = tmp_path / "tokenizer"
     fast.save_pretrained(path)
     return path
+
+# Session fixtures of the tokenizer / data tests (a small config over the data root, a tokenizer, prepared shards).
+from .data_helpers import prepared, shared_data, small_cfg, tokenizer_dir  # noqa: E402,F401

@@ -17,6 +17,11 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                      "e.g. --model.num_hidden_layers 12.").strip()
 
 
+def add_data_root_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", metavar="DIR",
+                        help="the data root (default: $XMODEL_DATA_ROOT, else shared/data beside the checkout)")
+
+
 def config_from_args(args, preset: str | None = None) -> Config:
     return load_config(preset=preset, yaml_path=args.config, overrides=args.overrides)
 

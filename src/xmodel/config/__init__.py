@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data.config import DataConfig
 from ..errors import ConfigError
 from ..model.configuration_xmodel import XmodelConfig
 from ..model.presets import PRESETS, preset_values
@@ -26,6 +27,7 @@ class Config:
 
     preset: str | None = None
     model: XmodelConfig = field(default_factory=XmodelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
 

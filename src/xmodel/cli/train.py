@@ -1,0 +1,61 @@
+"""`xmodel train`: the stable stage, or a decay branch from any stable checkpoint, on prepared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import XmodelError
+from .common import add_config_args, config_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train (stable stage or a decay branch) on prepared data",
+        description="Train on shards written by `xmodel data prepare`. The stable stage runs the stable mixture "
+                    "with a WSD schedule held at max_lr; `--stage decay --from RUN/checkpoints/step_N` starts a "
+                    "decay branch from that checkpoint (model and optimizer) with the decay mixture (SFT data "
+                    "mixed in) and the exponential decay starting at N, in its own run folder. Launch with "
+                    "torchrun for DDP/FSDP2 (see docs/TRAINING.md).")
+    p.add_argument("--data", required=True, metavar="DIR", help="a directory prepared by `xmodel data prepare`")
+    p.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory (default: data.tokenizer.path)")
+    p.add_argument("--preset", default=None, help="model preset (default: the config's, else nano)")
+    p.add_argument("--output", metavar="RUN", help="run folder (default runs/<stage>; decay: <stable run>-decay-N)")
+    p.add_argument("--stage", choices=["stable", "decay"], default="stable")
+    p.add_argument("--from", dest="branch_from", metavar="CHECKPOINT", help="stable checkpoint a decay branch starts "
+                                                                            "from")
+    p.add_argument("--resume", default="auto", help="auto (newest valid checkpoint of the run folder, default), "
+                                                    "none, or a checkpoint path")
+    p.add_argument("--no-progress", action="store_true")
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..train.run import run_stage
+
+    cfg = config_from_args(args, args.preset)
+    if cfg.preset is None and args.preset is None and not args.config:
+        cfg = config_from_args(args, "nano")
+    tokenizer = args.tokenizer or cfg.data.tokenizer.path
+    if not tokenizer:
+        raise XmodelError("no tokenizer: pass --tokenizer DIR or set data.tokenizer.path")
+    if not Path(tokenizer).is_dir():
+        raise XmodelError(f"{tokenizer}: tokenizer directory not found")
+    branch_from = Path(args.branch_from) if args.branch_from else None
+    if args.stage == "decay" and branch_from is None:
+        raise XmodelError("--stage decay needs --from RUN/checkpoints/step_N")
+    if args.stage == "stable" and branch_from is not None:
+        raise XmodelError("--from starts a decay branch: add --stage decay")
+    if branch_from is not None and not (branch_from / "MANIFEST.json").is_file():
+        raise XmodelError(f"{branch_from}: not a checkpoint directory (no MANIFEST.json)")
+    output = args.output or (f"{branch_from.parent.parent}-decay-{int(branch_from.name.split('_')[1])}"
+                             if branch_from else "runs/stable")
+    if branch_from is not None and Path(output).resolve() == branch_from.parent.parent.resolve():
+        raise XmodelError("--output: a decay branch gets its own run folder, not the stable run's")
+    result = run_stage(cfg, args.data, tokenizer, output, stage=args.stage, branch_from=branch_from,
+                       resume=args.resume, progress=not args.no_progress)
+    print(f"run folder: {result.run_dir}  (step {result.step}, held-out loss "
+          f"{result.eval_loss:.4f}, last checkpoint {result.last_checkpoint})")
+    if result.stopped_early:
+        raise XmodelError(result.stopped_early)
+    return 0

@@ -1,0 +1,127 @@
+"""Corpus-level deduplication on top of the signatures: exact duplicates, then near-duplicate clusters.
+
+The pipeline (`prepare.py`) runs it in three datatrove stages, like datatrove's own MinHash dedup:
+
+1. signatures — every task writes, for its documents, uid + 128-bit content hash + SimHash + feature count.
+2. pairs      — the documents left after exact dedup are cut into buckets of `bucket_size` (per round); each
+                task takes some (round, bucket) units and writes the near-duplicate pairs it finds there.
+3. clusters   — one task joins the pairs into connected components, keeps the earliest document of each
+                (lowest uid: first source in the config, first file, first line) and writes the uids to drop.
+
+Exact duplicates keep their earliest copy too. Both counts are reported per source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .ingest import SOURCE_SHIFT
+from .simhash import cluster_minimum, near_duplicate_pairs
+
+FIELDS = ("uid", "hi", "lo", "sig", "nfeat")
+
+
+def save_arrays(path: Path, **arrays) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def save_signatures(path: Path, uid, hi, lo, sig, nfeat) -> None:
+    save_arrays(path, uid=np.asarray(uid, np.uint64), hi=np.asarray(hi, np.uint64), lo=np.asarray(lo, np.uint64),
+                sig=np.asarray(sig, np.uint64), nfeat=np.asarray(nfeat, np.uint32))
+
+
+def load_signatures(folder: Path) -> dict[str, np.ndarray]:
+    """All tasks' signatures, sorted by uid."""
+    parts = [np.load(f) for f in sorted(folder.glob("sig-*.npz"))]
+    if not parts:
+        return {k: np.zeros(0, np.uint64 if k != "nfeat" else np.uint32) for k in FIELDS}
+    data = {k: np.concatenate([p[k] for p in parts]) for k in FIELDS}
+    order = np.argsort(data["uid"], kind="stable")
+    return {k: v[order] for k, v in data.items()}
+
+
+def exact_duplicates(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Boolean mask of documents whose exact text appeared earlier (inputs sorted by uid)."""
+    order = np.lexsort((np.arange(len(hi)), lo, hi))
+    same = np.zeros(len(hi), dtype=bool)
+    if len(hi) > 1:
+        same[1:] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+    dup = np.zeros(len(hi), dtype=bool)
+    dup[order[same]] = True
+    return dup
+
+
+def work_units(n: int, bucket_size: int, rounds: int) -> list[tuple[int, int]]:
+    buckets = max(1, -(-n // bucket_size))
+    if buckets == 1:
+        rounds = 1  # one bucket holds everything: more rounds would find the same pairs
+    return [(r, b) for r in range(rounds) for b in range(buckets)]
+
+
+def bucket_members(n: int, round_: int, bucket: int, bucket_size: int) -> np.ndarray:
+    """Positions (in uid order) of the documents in one bucket of one round."""
+    order = np.arange(n) if round_ == 0 else np.random.default_rng(round_).permutation(n)
+    return np.sort(order[bucket * bucket_size:(bucket + 1) * bucket_size])
+
+
+def candidates(sigs: dict, exact: bool) -> np.ndarray:
+    """Positions that take part in near-dedup: all, or those that survived exact dedup."""
+    if not exact:
+        return np.arange(len(sigs["uid"]))
+    return np.nonzero(~exact_duplicates(sigs["hi"], sigs["lo"]))[0]
+
+
+def find_pairs(sigs: dict, dcfg, rank: int, world_size: int) -> np.ndarray:
+    """uid pairs found by this task's (round, bucket) units."""
+    keep = candidates(sigs, dcfg.exact)
+    units = work_units(len(keep), dcfg.bucket_size, dcfg.rounds)
+    found = []
+    for unit_index, (round_, bucket) in enumerate(units):
+        if unit_index % world_size != rank:
+            continue
+        members = keep[bucket_members(len(keep), round_, bucket, dcfg.bucket_size)]
+        pairs = near_duplicate_pairs(sigs["sig"][members], sigs["nfeat"][members], dcfg.threshold,
+                                     short_threshold=dcfg.short_threshold, short_tokens=dcfg.short_tokens,
+                                     blocks=dcfg.blocks)
+        if len(pairs):
+            found.append(sigs["uid"][members[pairs]])
+    return np.concatenate(found) if found else np.zeros((0, 2), np.uint64)
+
+
+def decide_removals(sigs: dict, pairs: np.ndarray, dcfg, source_names: dict[int, str]) -> tuple[np.ndarray, dict]:
+    """(sorted uids to drop, report) from the signatures and all near-duplicate pairs."""
+    uid = sigs["uid"]
+    n = len(uid)
+    exact = exact_duplicates(sigs["hi"], sigs["lo"]) if dcfg.exact else np.zeros(n, bool)
+    near = np.zeros(n, bool)
+    if dcfg.near and len(pairs):
+        pos = np.searchsorted(uid, pairs.ravel()).reshape(-1, 2)
+        labels = cluster_minimum(n, pos.astype(np.int64))
+        near = labels != np.arange(n)
+    src = (uid >> np.uint64(SOURCE_SHIFT)).astype(np.int64)
+    report: dict = {"documents": {}, "exact_removed": {}, "near_removed": {}, "pairs": int(len(pairs)),
+                    "settings": {"exact": dcfg.exact, "near": dcfg.near, "threshold": dcfg.threshold,
+                                 "short_threshold": dcfg.short_threshold, "short_tokens": dcfg.short_tokens,
+                                 "shingle": dcfg.shingle, "bucket_size": dcfg.bucket_size, "rounds": dcfg.rounds}}
+    for index, name in source_names.items():
+        sel = src == index
+        for key, arr in (("documents", sel), ("exact_removed", sel & exact), ("near_removed", sel & near)):
+            report[key][name] = report[key].get(name, 0) + int(arr.sum())
+    removed = np.sort(uid[exact | near])
+    return removed, report
+
+
+def load_removed(folder: Path) -> np.ndarray:
+    f = folder / "removed.npy"
+    return np.load(f) if f.is_file() else np.zeros(0, np.uint64)
+
+
+def load_report(folder: Path) -> dict:
+    f = folder / "dedup.json"
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}

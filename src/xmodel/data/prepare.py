@@ -1,0 +1,287 @@
+"""`prepare_data`: configured sources → deduplicated, tokenised, packed shards and a manifest.
+
+    manifest = prepare_data(cfg.data, "runs/tokenizer", "runs/data")     # cfg = xmodel.config.load_config(...)
+
+Stages (datatrove pipelines, see `pipeline.py`; each runs `tasks` tasks on `workers` processes):
+signatures → pairs → clusters (dedup, skipped when dedup is off) → pack. Every stage's finished tasks are
+recorded by datatrove, so an interrupted run that is started again continues where it stopped, and the files
+it writes are identical to those of an uninterrupted run. Nothing is written before every source has been
+checked (missing path, wrong format or field name, empty file → one-line XmodelError).
+
+Running on a cluster: the same blocks run under datatrove's `SlurmPipelineExecutor` (or `RayPipelineExecutor`);
+`build_stages` returns the pipelines, see docs/DATA.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..config.core import build_section, section_to_dict
+from ..errors import ConfigError, XmodelError
+from .config import SFT_CATEGORIES, DataConfig
+from .ingest import SkipLog, check_source, display_path, resolve_files, text_of
+from .root import data_root as resolve_data_root
+from .shards import INDEX, MANIFEST, Manifest, load_manifest, token_dtype, write_json_atomic
+
+WORK = ".work"
+FINGERPRINT = "fingerprint"
+
+
+@dataclass
+class Stage:
+    name: str
+    pipeline: list
+    tasks: int
+    progress: bool = True
+
+
+def _coerce_cfg(cfg) -> DataConfig:
+    if isinstance(cfg, DataConfig):
+        return cfg
+    if isinstance(cfg, dict):
+        return build_section(DataConfig, cfg, "data")
+    data = getattr(cfg, "data", None)  # a whole xmodel Config
+    if isinstance(data, DataConfig):
+        return data
+    raise XmodelError(f"prepare_data: expected a DataConfig, got {type(cfg).__name__}")
+
+
+def build_inputs(cfg: DataConfig, root: Path, check: bool = True) -> list[dict]:
+    """Every file group to read: the pretraining sources, then the SFT files of each category.
+
+    Paths are resolved now (a pattern that matches nothing is an error) and, with `check`, the first records
+    of every file are read to catch a wrong format or field name before any output is written.
+    """
+    from .sft import to_sample
+
+    inputs: list[dict] = []
+    for s in cfg.sources:
+        files = resolve_files(s.paths, root, s.format, f"source {s.name}")
+        inputs.append({"source": s.name, "kind": "pretrain", "files": [str(f) for f in files],
+                       "labels": [display_path(f, root) for f in files], "format": s.format,
+                       "text_field": s.text_field, "text_split": s.text_split, "columns": [s.text_field],
+                       "max_docs": s.max_docs, "split": s.split})
+    for cat in SFT_CATEGORIES:
+        for i, f in enumerate(cfg.decay.sft.get(cat, [])):
+            files = resolve_files([f.path], root, f.format, f"decay.sft.{cat}[{i}]")
+            inputs.append({"source": f"sft.{cat}", "kind": "sft", "files": [str(p) for p in files],
+                           "labels": [display_path(p, root) for p in files], "format": f.format,
+                           "schema": f.schema, "columns": None, "max_docs": f.max_docs, "split": f.split})
+    if not inputs:
+        raise XmodelError("data.sources: no sources and no decay.sft files configured")
+    if len(inputs) > 255:
+        raise XmodelError(f"data: {len(inputs)} inputs; at most 255 sources + SFT files")
+    for index, inp in enumerate(inputs):
+        inp["index"] = index
+        if not check:
+            continue
+        if inp["kind"] == "sft":
+            def convert(rec, schema=inp["schema"]):
+                return to_sample(rec.payload, schema)
+        else:
+            def convert(rec, field=inp["text_field"]):
+                return text_of(rec, field)
+        check_source(inp["source"], [Path(f) for f in inp["files"]], inp["format"], convert, labels=inp["labels"],
+                     text_split=inp.get("text_split", "file"), columns=inp["columns"], split=inp["split"])
+    return inputs
+
+
+def _eos_id(tokenizer_dir: Path, tok) -> int:
+    from ..tokenizer.special import EOS
+
+    eos = tok.token_to_id(EOS)
+    if eos is None:
+        cfg_file = tokenizer_dir / "tokenizer_config.json"
+        name = json.loads(cfg_file.read_text()).get("eos_token") if cfg_file.is_file() else None
+        name = name.get("content") if isinstance(name, dict) else name
+        eos = tok.token_to_id(name) if name else None
+    if eos is None:
+        raise XmodelError(f"{tokenizer_dir}: the tokenizer has no end-of-text token")
+    return eos
+
+
+def fingerprint(cfg: DataConfig, tokenizer_hash: str, inputs: list[dict]) -> str:
+    """What the output depends on: the data settings (not workers or tokenizer training), the tokenizer, the
+    input files (path, size, mtime)."""
+    settings = asdict(cfg)
+    for key in ("workers", "tokenizer"):
+        settings.pop(key, None)
+    files = []
+    for inp in inputs:
+        for f in inp["files"]:
+            p = Path(f)
+            st = p.stat() if p.exists() else None
+            files.append([f, st.st_size if st else None, int(st.st_mtime) if st else None])
+    blob = json.dumps({"settings": settings, "tokenizer": tokenizer_hash, "files": files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def build_stages(cfg: DataConfig, inputs: list[dict], tokenizer_dir: Path, out: Path, *, eos_id: int,
+                 dtype: str) -> list[Stage]:
+    """The pipelines, in order. Each is a plain list of datatrove blocks, runnable by any datatrove executor."""
+    from .pipeline import (DecideRemovals, DropRemoved, FindPairs, FormatSft, ReadSources, TokenizePack,
+                           WriteSignatures)
+
+    work = out / WORK
+    dedup_dir = str(work / "dedup")
+    dedup = cfg.dedup
+    use_dedup = dedup.exact or dedup.near
+    stages = []
+    source_names = {inp["index"]: inp["source"] for inp in inputs}
+    dedup_dict = asdict(dedup)
+    if use_dedup:
+        stages.append(Stage("signatures", [ReadSources(inputs, str(work), "signatures"),
+                                           WriteSignatures(dedup_dir, dedup.shingle)], cfg.tasks))
+        if dedup.near:
+            stages.append(Stage("pairs", [FindPairs(dedup_dir, dedup_dict)], cfg.tasks, progress=False))
+        stages.append(Stage("clusters", [DecideRemovals(dedup_dir, dedup_dict, source_names)], 1, progress=False))
+    mask_sources = sorted({inp["source"] for inp in inputs if inp["kind"] == "sft"})
+    cap = -(-cfg.heldout.max_tokens // cfg.tasks)
+    stages.append(Stage("pack", [
+        ReadSources(inputs, str(work), "pack"),
+        DropRemoved(dedup_dir if use_dedup else None),
+        FormatSft(asdict(cfg.sft), cfg.heldout.fraction),
+        TokenizePack(str(tokenizer_dir), str(out), str(work), cfg.seq_len, dtype, eos_id, cfg.heldout.fraction,
+                     cap, mask_sources, cfg.sft.mask_prompt, single_threaded=cfg.workers > 1),
+    ], cfg.tasks))
+    return stages
+
+
+def _prepare_out_dir(out: Path, fp: str, overwrite: bool) -> None:
+    work = out / WORK
+    marker = work / FINGERPRINT
+    if out.exists() and any(out.iterdir()):
+        same = marker.is_file() and marker.read_text().strip() == fp
+        if not same:
+            if not overwrite:
+                why = "was prepared with other settings, tokenizer or input files" if marker.is_file() \
+                    else "is not empty"
+                raise XmodelError(f"{out}: {why}; pass --overwrite to replace it or choose another --out")
+            ours = marker.is_file() or (out / MANIFEST).is_file()
+            if not ours and any(p.name not in ("sources", WORK, MANIFEST) for p in out.iterdir()):
+                raise XmodelError(f"{out}: holds files that are not prepared data; refusing to overwrite")
+            for name in ("sources", WORK):
+                shutil.rmtree(out / name, ignore_errors=True)
+            (out / MANIFEST).unlink(missing_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fp + "\n")
+
+
+def prepare_data(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                 data_root: str | os.PathLike | None = None, *, overwrite: bool = False, workers: int | None = None,
+                 progress: bool = True, log=print) -> Manifest:
+    """Prepare packed shards for `cfg` (a DataConfig, its dict, or a whole Config) with the tokenizer in
+    `tokenizer_dir`, into `out_dir`; returns the `Manifest`.
+
+    Idempotent: when `out_dir` already holds the same preparation it is returned as is; an interrupted run
+    continues (finished tasks are kept); other contents are refused unless `overwrite`.
+    `workers` overrides cfg.workers (it does not change the output).
+    """
+    from ..tokenizer.train import load_tokenizer, tokenizer_hash
+    from .pipeline import run_stage
+
+    cfg = _coerce_cfg(cfg)
+    if workers is not None:
+        if workers < 1:
+            raise ConfigError(f"workers: must be >= 1, got {workers}")
+        cfg = build_section(DataConfig, {**asdict(cfg), "workers": workers}, "data")
+    root = resolve_data_root(data_root)
+    tokenizer_dir = Path(tokenizer_dir)
+    tok = load_tokenizer(tokenizer_dir)
+    tok_hash = tokenizer_hash(tokenizer_dir)
+    vocab = tok.get_vocab_size()
+    dtype = token_dtype(vocab).name
+    eos_id = _eos_id(tokenizer_dir, tok)
+    try:
+        cfg.stage_weights("stable") if cfg.sources else None
+        cfg.stage_weights("decay") if cfg.decay.sft else None
+    except ValueError as e:
+        raise ConfigError(f"data.{e}") from None
+    inputs = build_inputs(cfg, root)
+    out = Path(out_dir)
+    fp = fingerprint(cfg, tok_hash, inputs)
+    if (out / MANIFEST).is_file():
+        existing = load_manifest(out)
+        if existing.fingerprint == fp:
+            log(f"{out}: already prepared with these settings (tokenizer {tok_hash}); nothing to do")
+            return existing
+    _prepare_out_dir(out, fp, overwrite)
+    t0 = time.perf_counter()
+    stages = build_stages(cfg, inputs, tokenizer_dir, out, eos_id=eos_id, dtype=dtype)
+    total = None
+    for stage in stages:
+        run_stage(stage.name, stage.pipeline, stage.tasks, cfg.workers, out / WORK, total=total,
+                  progress=progress and stage.progress)
+        if stage.name == "signatures":
+            total = sum(v["read"] for v in _read_task_reports(out / WORK, "signatures-read-").values())
+    manifest = assemble_manifest(cfg, inputs, out, tok_hash, vocab, dtype, fp)
+    secs = time.perf_counter() - t0
+    train = sum(s["train"]["sequences"] for s in manifest.sources.values())
+    log(f"prepared {out}: {train:,} training sequences of {cfg.seq_len} tokens from {len(manifest.sources)} "
+        f"sources in {secs:.1f}s")
+    return manifest
+
+
+def _read_task_reports(work: Path, prefix: str) -> dict[str, dict]:
+    """Per-source sums of the `<prefix>*.json` task reports (documents read and skips)."""
+    merged: dict[str, dict] = {}
+    for f in sorted((work / "tasks").glob(f"{prefix}*.json")):
+        for source, entry in json.loads(f.read_text()).items():
+            m = merged.setdefault(source, {"read": 0, "skips": SkipLog()})
+            m["read"] += entry["read"]
+            m["skips"].merge(entry["skips"])
+    return merged
+
+
+def assemble_manifest(cfg: DataConfig, inputs: list[dict], out: Path, tok_hash: str, vocab: int, dtype: str,
+                      fp: str) -> Manifest:
+    from .dedup import load_report
+
+    work = out / WORK
+    reads = _read_task_reports(work, "pack-read-")
+    dedup = load_report(work / "dedup")
+    packs = [json.loads(f.read_text()) for f in sorted((work / "tasks").glob("pack-0*.json"))]
+    by_source = {s.name: s for s in cfg.sources}
+    names = list(dict.fromkeys(inp["source"] for inp in inputs))
+    sources = {}
+    for name in names:
+        kind = "sft" if name.startswith("sft.") else "pretrain"
+        src = by_source.get(name)
+        splits = {}
+        for split in ("train", "heldout"):
+            shards = [p[name][split] for p in packs if split in p.get(name, {})]
+            shards = [s for s in shards if s["sequences"] > 0 or s["documents"] > 0]
+            seqs = sum(s["sequences"] for s in shards)
+            splits[split] = {"sequences": seqs, "tokens": seqs * cfg.seq_len,
+                             "documents": sum(s["documents"] for s in shards),
+                             "tokens_in": sum(s["tokens_in"] for s in shards),
+                             "tokens_dropped": sum(s["tokens_dropped"] for s in shards),
+                             "shards": [s for s in shards if s["sequences"] > 0]}
+        read = reads.get(name, {"read": 0, "skips": SkipLog()})
+        entry = {
+            "kind": kind, "category": name[4:] if kind == "sft" else None,
+            "language": src.language if src else None, "weight": src.weight if src else None,
+            "inputs": [lab for inp in inputs if inp["source"] == name for lab in inp["labels"]],
+            "documents_read": read["read"], "skipped": read["skips"].to_dict(),
+            "exact_removed": dedup.get("exact_removed", {}).get(name, 0),
+            "near_removed": dedup.get("near_removed", {}).get(name, 0),
+            "chars": sum(p.get(name, {}).get("chars", 0) for p in packs),
+            "has_mask": kind == "sft" and cfg.sft.mask_prompt,
+            **splits,
+        }
+        index = {"name": name, "seq_len": cfg.seq_len, "dtype": dtype, "tokenizer_hash": tok_hash,
+                 "vocab_size": vocab, "has_mask": entry["has_mask"], "train": splits["train"],
+                 "heldout": splits["heldout"]}
+        folder = out / "sources" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder / INDEX, index)
+        sources[name] = entry
+    manifest = Manifest(out, cfg.seq_len, tok_hash, vocab, dtype, sources, dedup, asdict(cfg), fp)
+    write_json_atomic(out / MANIFEST, manifest.to_dict())
+    return manifest

@@ -1,0 +1,167 @@
+"""Runs benchmarks through lm-evaluation-harness: our model in its `HFLM` wrapper, our local task YAMLs.
+
+    lm = build_lm(model, tokenizer, batch_size=8)
+    out = run_benchmarks(lm, suite_benchmarks(["commonsense"]), data_root, limit=20)
+
+`run_benchmarks` returns plain data: per benchmark the reports' metric (in %), its standard error, every
+lm-eval metric of the task, the number of documents and shots; benchmarks whose files are missing are listed
+under ``skipped`` with the reason. Nothing is written here (the CLI and the trainer decide where results go).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import XmodelError
+from .suites import CODE, TASKS_DIR, Benchmark, missing_files, sampled, task_index
+
+log = logging.getLogger(__name__)
+
+# lm-eval must never reach for the hub: our tasks read local files, and the model is already in memory.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class _DropCustomDatasetHint(logging.Filter):
+    """lm-eval warns on every task with a custom_dataset that kwargs can be passed with --metadata; we do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+def require_lm_eval():
+    try:
+        import lm_eval  # noqa: F401
+        from lm_eval.models.huggingface import HFLM  # noqa: F401  (needs accelerate)
+    except ImportError as e:
+        raise XmodelError(f"evaluation needs lm-evaluation-harness and accelerate ({e.name} is missing): "
+                          "pip install 'xmodel[eval]'") from None
+    logging.getLogger("lm_eval.api.task").addFilter(_DropCustomDatasetHint())
+
+
+def build_lm(model, tokenizer, batch_size: int = 8, device: str | None = None, max_length: int | None = None,
+             add_bos_token: bool = False):
+    """lm-eval's HFLM around an in-memory model and tokenizer (any causal LM, ours included).
+
+    The tokenizer gets a pad token if it has none (HFLM pads batches); BOS is not prepended unless asked
+    (`add_bos_token`), lm-eval's default for non-Gemma models: the setting is saved with the results.
+    """
+    require_lm_eval()
+    from lm_eval.models.huggingface import HFLM
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    kwargs: dict[str, Any] = {}
+    if max_length is not None:
+        kwargs["max_length"] = max_length
+    return HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
+                add_bos_token=add_bos_token, **kwargs)
+
+
+def _task_config(task: str) -> dict:
+    """Our task's YAML as a config dict (includes and !function references resolved)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = task_index()[task]
+    return copy.deepcopy(load_yaml(entry.yaml_path, resolve_func=True))
+
+
+def sampled_code_spec(benchmark: Benchmark, n: int, temperature: float, top_p: float = 0.95) -> dict:
+    """The sampled code task with n samples per problem, its filter keeping all n, and pass@k for k ≤ n."""
+    from .code import ks_for
+
+    cfg = _task_config(sampled(benchmark).task)
+    cfg["repeats"] = n
+    cfg["generation_kwargs"] = dict(cfg["generation_kwargs"], do_sample=True, temperature=temperature, top_p=top_p)
+    cfg["filter_list"] = [{"name": "all-samples", "filter": [{"function": "take_first_k", "k": n}]}]
+    cfg["metric_list"] = [{"metric": f"pass@{k}", "aggregation": "mean", "higher_is_better": True}
+                          for k in ks_for(n)]
+    return cfg
+
+
+def _result_row(benchmark: Benchmark, results: dict, task_name: str) -> dict:
+    row = results["results"][task_name]
+    metrics = {k: v for k, v in row.items() if k not in ("alias", "name", " ", "sample_len")
+               and isinstance(v, (int, float))}
+    if benchmark.key not in row:
+        raise XmodelError(f"{benchmark.name}: lm-eval reported no {benchmark.key} (got {', '.join(metrics)})")
+    value = row[benchmark.key]
+    stderr = row.get(f"{benchmark.metric}_stderr,{benchmark.filter}")
+    leaves = _leaves(results.get("group_subtasks", {}), task_name)
+    n_samples = results.get("n-samples", {})
+    n_docs = sum(n_samples.get(t, {}).get("effective", 0) for t in leaves)
+    n_total = sum(n_samples.get(t, {}).get("original", 0) for t in leaves)
+    shots = {results.get("n-shot", {}).get(t) for t in leaves}
+    return {"task": task_name, "column": benchmark.column, "metric": benchmark.key,
+            "value": 100.0 * value, "stderr": None if stderr in (None, "N/A") else 100.0 * stderr,
+            "n": n_docs, "n_total": n_total, "num_fewshot": shots.pop() if len(shots) == 1 else sorted(shots),
+            "lm_eval_metrics": metrics}
+
+
+def _leaves(group_subtasks: dict[str, list[str]], name: str) -> list[str]:
+    children = group_subtasks.get(name)
+    if not children:
+        return [name]
+    return [leaf for child in children for leaf in _leaves(group_subtasks, child)]
+
+
+def run_benchmarks(lm, benchmarks: list[Benchmark], data_root: Path, limit: int | float | None = None,
+                   max_gen_toks: int | None = None, code_samples: int = 1, code_temperature: float = 0.8,
+                   log_samples: bool = False, seed: int = 1234, bootstrap_iters: int = 1000,
+                   source: str = "local") -> dict:
+    """Evaluate `lm` on the benchmarks whose files exist; skip the others with a message.
+
+    ``source="hub"`` runs lm-eval's built-in task of each benchmark instead (same prompts and metrics, data
+    downloaded from the Hugging Face hub; needs a network). Code benchmarks always read local files, because
+    their scoring is ours (the sandbox).
+    """
+    require_lm_eval()
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    if source not in ("local", "hub"):
+        raise XmodelError(f"source {source!r}: expected 'local' or 'hub'")
+    skipped: dict[str, str] = {}
+    runnable: list[tuple[Benchmark, Any]] = []
+    for b in benchmarks:
+        if source == "hub" and b not in CODE:
+            hub = Benchmark(b.name, b.builtin, b.column, b.metric, b.filter, b.shots, b.builtin)
+            runnable.append((hub, hub.task))
+            continue
+        missing = missing_files(b, data_root)
+        if missing:
+            more = f" ({len(missing)} files, first {missing[0]})" if len(missing) > 1 else f" ({missing[0]})"
+            skipped[b.name] = f"benchmark files not found under {data_root}{more}"
+            print(f"skipped {b.name}: {skipped[b.name]}")
+            continue
+        if b in CODE and code_samples > 1:
+            runnable.append((sampled(b), sampled_code_spec(b, code_samples, code_temperature)))
+        else:
+            runnable.append((b, b.task))
+    out: dict[str, Any] = {"benchmarks": {}, "skipped": skipped, "samples": {}}
+    if not runnable:
+        return out
+    # Our directory is indexed after lm-eval's own, so the built-ins (hub source) and ours never collide.
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=source == "hub",
+                          metadata={"data_root": str(data_root)})
+    gen_kwargs = {"max_gen_toks": max_gen_toks} if max_gen_toks else None
+    results = simple_evaluate(model=lm, tasks=[spec for _, spec in runnable], task_manager=manager, limit=limit,
+                              gen_kwargs=gen_kwargs, log_samples=log_samples, random_seed=seed,
+                              numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+                              bootstrap_iters=bootstrap_iters, confirm_run_unsafe_code=True)
+    for b, _ in runnable:
+        out["benchmarks"][b.name] = _result_row(b, results, b.task)
+    if log_samples:
+        out["samples"] = results.get("samples", {})
+    out["configs"] = {name: {k: cfg.get(k) for k in ("num_fewshot", "generation_kwargs", "repeats",
+                                                    "target_delimiter", "fewshot_delimiter")}
+                      for name, cfg in results.get("configs", {}).items()}
+    return out
+

@@ -1,0 +1,76 @@
+"""One evaluation of one model: benchmarks through lm-eval, MMLU calibration from the same run's log-probs, and
+the settings that produced the numbers. Used by `xmodel eval` and by evaluation during training.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .suites import Benchmark
+
+
+@dataclass
+class EvalSettings:
+    limit: int | float | None = None
+    batch_size: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
+    add_bos_token: bool = False
+    max_gen_toks: int | None = None
+    code_samples: int = 1
+    code_temperature: float = 0.8
+    seed: int = 1234
+    source: str = "local"  # "hub": lm-eval's built-in tasks on hub data (needs a network)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    out = {"xmodel": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        import lm_eval
+
+        out["lm_eval"] = getattr(lm_eval, "__version__", "?")
+    except ImportError:
+        pass
+    return out
+
+
+def evaluate_model(model, tokenizer, benchmarks: list[Benchmark], data_root: Path, settings: EvalSettings,
+                   calibration_plot: Path | None = None, log_samples: bool = False) -> dict:
+    """Run `benchmarks`; when MMLU is among them, add its calibration (ECE, bins, optional PNG).
+
+    With `log_samples`, lm-eval's per-document records are kept under ``samples`` (task → list).
+    """
+    from .calibration import calibration, choice_confidences, reliability_diagram
+    from .harness import build_lm, run_benchmarks
+
+    lm = build_lm(model, tokenizer, batch_size=settings.batch_size, add_bos_token=settings.add_bos_token)
+    wants_calibration = any(b.name == "mmlu" for b in benchmarks)
+    out = run_benchmarks(lm, benchmarks, data_root, limit=settings.limit, max_gen_toks=settings.max_gen_toks,
+                         code_samples=settings.code_samples, code_temperature=settings.code_temperature,
+                         log_samples=wants_calibration or log_samples, seed=settings.seed,
+                         source=settings.source)
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for row in out["benchmarks"].values():
+        row["settings"] = settings.to_dict()
+        row["date"] = date
+    if wants_calibration and "mmlu" in out["benchmarks"]:
+        mmlu_task = out["benchmarks"]["mmlu"]["task"]
+        mmlu_samples = {t: recs for t, recs in out["samples"].items() if t.startswith(f"{mmlu_task}_")}
+        result = calibration(*choice_confidences(mmlu_samples))
+        out["calibration"] = {"benchmark": "mmlu", **result.to_dict()}
+        if calibration_plot is not None:
+            reliability_diagram(result, calibration_plot)
+            out["calibration"]["plot"] = calibration_plot.name
+    if not log_samples:
+        out.pop("samples", None)
+    return out

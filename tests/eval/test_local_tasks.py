@@ -1,0 +1,97 @@
+"""Every task loads its local file in its own format and renders the official number of documents; missing
+files are skipped with a message, malformed ones fail with one line naming file and line."""
+
+import logging
+import os
+
+import pytest
+
+from xmodel.errors import XmodelError
+from xmodel.eval.local_files import BenchmarkFileError, parse_bbh_cot_prompt, read_records
+from xmodel.eval.suites import BENCHMARKS, TASKS_DIR, leaf_tasks, missing_files, suite_benchmarks
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# Official split sizes (SOURCES.md "Known split sizes checked", the benchmarks' papers).
+EXPECTED_DOCS = {
+    "arc_challenge": (1, 1172), "arc_easy": (1, 2376), "boolq": (1, 3270), "hellaswag": (1, 10042),
+    "openbookqa": (1, 500), "piqa": (1, 1838), "winogrande": (1, 1267), "gsm8k": (1, 1319), "math": (7, 5000),
+    "bbh": (27, 6511), "mmlu": (57, 14042), "humaneval": (1, 164), "mbpp": (1, 500), "cmmlu": (67, 11582),
+}
+
+
+@pytest.fixture(scope="module")
+def manager(data_root):
+    from lm_eval.tasks import TaskManager
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"data_root": str(data_root)})
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_DOCS))
+def test_task_renders_official_document_count(manager, name):
+    n_tasks, n_docs = EXPECTED_DOCS[name]
+    loaded = manager.load([BENCHMARKS[name].task])
+    tasks = loaded["tasks"]
+    assert len(tasks) == n_tasks
+    assert sum(len(t.eval_docs) for t in tasks.values()) == n_docs
+    # The first document renders to a prompt (and, for multiple choice, its choices).
+    task = next(iter(tasks.values()))
+    doc = task.eval_docs[0]
+    assert task.doc_to_text(doc) not in ("", None)
+    if task.OUTPUT_TYPE == "multiple_choice":
+        assert len(task.doc_to_choice(doc)) >= 2
+
+
+def test_sciq_and_ceval_are_defined_and_skipped_when_absent(data_root):
+    # Their task YAMLs exist (C-Eval: 52 subjects) and name files the data kit does not have today.
+    assert len(leaf_tasks("xmodel_ceval")) == 52
+    for name in ("sciq", "ceval"):
+        missing = missing_files(BENCHMARKS[name], data_root)
+        assert missing, f"{name} files appeared in the data root: enable its row in EXPECTED_DOCS"
+        assert all(not (data_root / m).exists() for m in missing)
+
+
+def test_every_other_benchmark_has_its_files(data_root):
+    for name in EXPECTED_DOCS:
+        assert missing_files(BENCHMARKS[name], data_root) == [], name
+
+
+def test_run_benchmarks_skips_missing_files_with_a_message(tmp_path, capsys):
+    from xmodel.eval.harness import run_benchmarks
+
+    out = run_benchmarks(lm=None, benchmarks=suite_benchmarks(["commonsense"], ["arc_easy", "sciq"]),
+                         data_root=tmp_path)
+    assert out["benchmarks"] == {}
+    assert set(out["skipped"]) == {"arc_easy", "sciq"}
+    assert "eval/arc/ARC-Easy-Test.jsonl" in out["skipped"]["arc_easy"]
+    printed = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("skipped sciq: ") and "eval/sciq/test.json" in line for line in printed)
+
+
+def test_malformed_files_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": 1}\n{"a": 2\n', encoding="utf-8")
+    with pytest.raises(BenchmarkFileError, match=r"bad.jsonl:2: malformed JSON line"):
+        read_records(bad)
+    csv = tmp_path / "bad.csv"
+    csv.write_text("question,choice0,answer\nq,a,0\nq,a,0,extra\n", encoding="utf-8")
+    with pytest.raises(BenchmarkFileError, match=r"bad.csv:3: row has"):
+        read_records(csv)
+    with pytest.raises(BenchmarkFileError, match="benchmark file not found"):
+        read_records(tmp_path / "missing.jsonl")
+    prompt = tmp_path / "cot.txt"
+    prompt.write_text("canary\n-----\nA task.\n\nQ: a question\nA: no step by step here\n", encoding="utf-8")
+    with pytest.raises(BenchmarkFileError, match="cot.txt: a shot does not read"):
+        parse_bbh_cot_prompt(prompt)
+
+
+def test_suite_selection_errors_are_one_line():
+    with pytest.raises(XmodelError, match="--suite nope: unknown"):
+        suite_benchmarks(["nope"])
+    with pytest.raises(XmodelError, match="--tasks gsm8k: not in the chosen suites"):
+        suite_benchmarks(["commonsense"], ["gsm8k"])
+    names = [b.name for b in suite_benchmarks(["all"])]
+    assert names[:8] == ["arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "sciq",
+                         "winogrande"]
+    assert {"gsm8k", "math", "bbh", "mmlu", "humaneval", "mbpp", "cmmlu", "ceval"} <= set(names)
