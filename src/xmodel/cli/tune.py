@@ -72,14 +72,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import tune  # noqa: F401
+    import warnings
 
+    # Each decay branch reads its checkpoint with torch.distributed.checkpoint in one process; it says so, once
+    # per trial.
+    warnings.filterwarnings("ignore", message="torch.distributed is disabled")
     out = Path(args.output or f"runs/tune/{args.experiment}")
     if args.experiment == "report":
         return report(args, out)
     cfg = load(args)
     set_threads(args)
-    data = open_data(args)
+    data = open_data(args, cfg)
     if args.experiment == "mup":
         return run_mup(args, cfg, data, out)
     if args.experiment == "coord-check":
@@ -111,12 +114,12 @@ def set_threads(args) -> None:
     torch.set_num_threads(threads)
 
 
-def open_data(args):
+def open_data(args, cfg):
     from ..tune.data import open_data as open_
 
     if args.seq_len < 8 or args.vocab < 16:
         raise XmodelError("--seq-len must be ≥ 8 and --vocab ≥ 16")
-    return open_(args.data, vocab_size=args.vocab, seq_len=args.seq_len)
+    return open_(args.data, cfg.data, vocab_size=args.vocab, seq_len=args.seq_len)
 
 
 # ---- studies: mup and mixture ------------------------------------------------------------------------------
@@ -167,10 +170,9 @@ def run_mup(args, cfg, data, out: Path) -> int:
     base = mup.trial_base(cfg, data)
     storage = study_location(args, out)
     s = cfg.tune.study
-    warmup = base.train.eval_every * s.pruner_warmup_evals
     settings = mup.settings(base, data)
     worker = args.worker_index or 0
-    study = open_study(storage, args.study_name, s, settings, worker=worker, warmup_steps=warmup)
+    study = open_study(storage, args.study_name, s, settings, worker=worker, eval_every=base.train.eval_every)
     if args.worker_index is None:
         print(grid_statement())
         print(f"each trial: {base.train.max_steps} steps × {base.train.batch_tokens:,} tokens on {data.description}"
@@ -180,8 +182,8 @@ def run_mup(args, cfg, data, out: Path) -> int:
         run_workers(args, args.workers)
     else:
         prefix = f"[worker {args.worker_index}] " if args.worker_index is not None else ""
-        run_worker(study, mup.make_objective(base, data, out), s, log=lambda m: print(prefix + m, flush=True),
-                   describe=mup.describe)
+        run_worker(study, mup.make_objective(base, data, out), s, worker=worker,
+                   log=lambda m: print(prefix + m, flush=True), describe=mup.describe)
     if args.worker_index is None:
         finish_mup(study, out)
     return 0

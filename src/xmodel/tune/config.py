@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-SFT_CATEGORIES = ("math", "code", "logic", "knowledge", "commonsense")  # Xmodel-2 §2.3, the data section's
+from ..data.config import SFT_CATEGORIES  # math, code, logic, knowledge, commonsense (Xmodel-2 §2.3)
 
 
 @dataclass

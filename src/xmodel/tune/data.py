@@ -15,6 +15,7 @@ no data at all.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Protocol
 
@@ -182,42 +183,23 @@ class SyntheticData:
 
 # ---- prepared corpora (xmodel data prepare) ---------------------------------------------------------------
 
-class Interleaved:
-    """Several packed held-out sets read round-robin, so the first n sequences cover every set."""
-
-    def __init__(self, datasets: list):
-        self.datasets = datasets
-        self.seq_len = datasets[0].seq_len
-        order = []
-        for i in range(max(len(d) for d in datasets)):
-            order += [(k, i) for k, d in enumerate(datasets) if i < len(d)]
-        self.order = order
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def batch(self, start: int, count: int) -> dict:
-        ids = np.empty((count, self.seq_len), dtype=np.int64)
-        labels = np.empty_like(ids)
-        for j, (k, i) in enumerate(self.order[start:start + count]):
-            rows, mask = self.datasets[k].get_many(np.array([i]))
-            ids[j] = rows[0]
-            labels[j] = rows[0] if mask is None else np.where(mask[0], rows[0], IGNORE_INDEX)
-        return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
-
-
 class PreparedData:
     """The output of `xmodel data prepare`: packed corpora (stable stage) and SFT categories (decay stage),
-    each with held-out sequences chosen by content hash at prepare time."""
+    each with held-out sequences chosen by content hash at prepare time. The mixtures are those of `config`
+    (the run's `data` section) or, when it lists no sources, those the data was prepared with."""
 
-    def __init__(self, prepared: str | Path):
+    def __init__(self, prepared: str | Path, config=None):
         from ..config.core import build_section
         from ..data.config import DataConfig
         from ..data.shards import load_manifest
 
         self.manifest = load_manifest(prepared)
         self.path = Path(prepared)
-        self.config = build_section(DataConfig, self.manifest.config, "data")
+        if config is None or not config.sources:
+            config = build_section(DataConfig, self.manifest.config, "data")
+        if config.seq_len != self.manifest.seq_len:
+            config = dataclasses.replace(config, seq_len=self.manifest.seq_len)
+        self.config = config
         self.seq_len = self.manifest.seq_len
         self.vocab_size = self.manifest.vocab_size
         self.pretrain_sources = [s.name for s in self.config.sources if s.name in self.manifest.sources]
@@ -229,30 +211,27 @@ class PreparedData:
 
         return build_sampler(self.manifest, self.config, stage="stable", seed=seed)
 
-    def _heldout_sets(self, name: str) -> list:
+    def heldout(self, name: str = "pretrain") -> Source:
+        """The held-out sequences of the pretraining sources (interleaved) or of one SFT category."""
+        from ..data.mixture import MixtureSampler
+        from ..train.run import HeldoutSource
+
         if name == "pretrain":
-            names = self.pretrain_sources
+            names = [n for n in self.pretrain_sources if self.manifest.sources[n]["heldout"]["sequences"] > 0]
         elif name in self.categories:
             names = [f"sft.{name}"]
         else:
             raise XmodelError(f"held-out set {name!r}: not 'pretrain' or a prepared SFT category "
                               f"({', '.join(self.categories) or 'none'})")
-        sets = [self.manifest.dataset(n, "heldout") for n in names]
-        sets = [d for d in sets if len(d)]
-        if not sets:
-            raise XmodelError(f"{self.path}: no held-out sequences for {name!r}; prepare with data.heldout.fraction "
-                              f"> 0")
-        return sets
-
-    def heldout(self, name: str = "pretrain") -> Source:
-        return Interleaved(self._heldout_sets(name))
+        if not names or not sum(self.manifest.sources[n]["heldout"]["sequences"] for n in names):
+            raise XmodelError(f"{self.path}: no held-out sequences for {name!r} (prepare with data.heldout.fraction "
+                              f"> 0 and enough documents)")
+        return HeldoutSource(MixtureSampler(self.manifest, {n: 1.0 for n in names}))
 
     def heldout_size(self, name: str = "pretrain") -> int:
-        return sum(len(d) for d in self._heldout_sets(name))
+        return len(self.heldout(name))
 
     def decay(self, sft_share: float, categories: dict[str, float], sequences: int, seed: int = 0):
-        import dataclasses
-
         from ..data.mixture import build_sampler
 
         missing = [c for c, w in categories.items() if w > 0 and c not in self.categories]
@@ -266,16 +245,11 @@ class PreparedData:
         return build_sampler(self.manifest, cfg, stage="decay", seed=seed, block=max(1, sequences))
 
 
-def open_data(spec: str, *, vocab_size: int = 256, seq_len: int = 64) -> TuneData:
-    """"synthetic" or a prepared data directory."""
+def open_data(spec: str, config=None, *, vocab_size: int = 256, seq_len: int = 64) -> TuneData:
+    """"synthetic" or a prepared data directory (`config`: the run's data section, see `PreparedData`)."""
     if spec == "synthetic":
         return SyntheticData(vocab_size=vocab_size, seq_len=seq_len)
     path = Path(spec)
-    if not path.exists():
+    if not path.is_dir():
         raise XmodelError(f"--data {spec}: no such directory (run `xmodel data prepare`, or use --data synthetic)")
-    try:
-        import xmodel.data.mixture  # noqa: F401  (the data pipeline; merged from its own branch)
-    except ImportError:
-        raise XmodelError("--data DIR needs the data pipeline (xmodel.data), which this install lacks; use "
-                          "--data synthetic") from None
-    return PreparedData(path)
+    return PreparedData(path, config)

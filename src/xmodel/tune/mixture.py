@@ -224,7 +224,7 @@ def run(args, cfg: Config, data: TuneData, out: Path) -> int:
     storage = study_location(args, out)
     s = cfg.tune.study
     study = open_study(storage, args.study_name, s, settings(base, data, checkpoint), worker=args.worker_index or 0,
-                       warmup_steps=base.train.eval_every * s.pruner_warmup_evals)
+                       eval_every=base.train.eval_every)
     if args.worker_index is None:
         print(f"each trial: a decay branch of {base.train.max_steps} steps × {base.train.batch_tokens:,} tokens "
               f"from {checkpoint}; study '{args.study_name}' in {storage}; aiming for {s.n_trials} finished "
@@ -234,7 +234,7 @@ def run(args, cfg: Config, data: TuneData, out: Path) -> int:
         run_workers(args, args.workers)
     else:
         prefix = f"[worker {args.worker_index}] " if args.worker_index is not None else ""
-        run_worker(study, make_objective(base, data, checkpoint, out), s,
+        run_worker(study, make_objective(base, data, checkpoint, out), s, worker=args.worker_index or 0,
                    log=lambda msg: print(prefix + msg, flush=True), describe=describe)
     if args.worker_index is None:
         finish(study, out)

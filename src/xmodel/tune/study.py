@@ -64,24 +64,26 @@ def make_sampler(cfg: StudyConfig, worker: int = 0) -> optuna.samplers.BaseSampl
                                       constant_liar=True)
 
 
-def make_pruner(cfg: StudyConfig, warmup_steps: int = 0) -> optuna.pruners.BasePruner:
+def make_pruner(cfg: StudyConfig, eval_every: int = 1) -> optuna.pruners.BasePruner:
     """median: stop a trial whose held-out loss is worse than the median of earlier trials at the same step
-    (after 5 finished trials); hyperband: successive halving over the evaluation steps; none."""
+    (after 5 finished trials); hyperband: successive halving over the evaluation steps; none. Trials report
+    every `eval_every` steps, and their first `pruner_warmup_evals` reports never prune."""
+    first_prunable = eval_every * cfg.pruner_warmup_evals + 1 if cfg.pruner_warmup_evals else 0
     if cfg.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup_steps)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=first_prunable)
     if cfg.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup_steps))
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, first_prunable))
     return optuna.pruners.NopPruner()
 
 
 def open_study(storage: str, name: str, cfg: StudyConfig, settings: dict, worker: int = 0,
-               warmup_steps: int = 0) -> optuna.Study:
+               eval_every: int = 1) -> optuna.Study:
     """Create or reopen a study; `settings` (what defines the objective) must match the stored ones."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage_url(storage), cfg)
     study = optuna.create_study(storage=store, study_name=name, direction="minimize", load_if_exists=True,
                                 sampler=make_sampler(cfg, worker),
-                                pruner=make_pruner(cfg, warmup_steps))
+                                pruner=make_pruner(cfg, eval_every))
     stored = study.user_attrs.get("settings")
     wanted = json.loads(json.dumps(settings))
     if stored is None:
@@ -115,7 +117,8 @@ def _interrupt(signum, frame):
 
 
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], cfg: StudyConfig, *,
-               log=print, describe: Callable[[optuna.trial.FrozenTrial], str] | None = None) -> dict[str, int]:
+               worker: int = 0, log=print,
+               describe: Callable[[optuna.trial.FrozenTrial], str] | None = None) -> dict[str, int]:
     """Run trials until the study has `cfg.n_trials` finished ones. Returns the final state counts."""
     failures_in_a_row = 0
     current: dict = {}
@@ -123,6 +126,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     def tracked(trial: optuna.Trial) -> float:
         current["number"] = trial.number
         current["start"] = time.perf_counter()
+        trial.set_user_attr("worker", worker)
         try:
             value = objective(trial)
         except optuna.TrialPruned:
