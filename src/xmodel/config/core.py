@@ -135,14 +135,19 @@ def build_section(cls, data: dict | Any, where: str = ""):
 
 
 def section_to_dict(obj) -> dict:
-    """The inverse of `build_section`: plain values, nested sections as mappings."""
-    out = {}
-    for name in section_fields(type(obj)):
-        value = getattr(obj, name)
-        if dataclasses.is_dataclass(value) or hasattr(value, "architecture_fields"):
-            value = section_to_dict(value)
-        out[name] = value
-    return out
+    """The inverse of `build_section`: plain values, nested sections as mappings (also inside lists and
+    mappings, e.g. data.sources), so the result is JSON- and YAML-serialisable."""
+    return {name: _plain(getattr(obj, name)) for name in section_fields(type(obj))}
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value) or hasattr(value, "architecture_fields"):
+        return section_to_dict(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def parse_scalar(text: str) -> Any:

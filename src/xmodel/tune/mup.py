@@ -34,11 +34,21 @@ def settings(cfg: Config, data: TuneData) -> dict:
     shape = {k: v for k, v in config_to_dict(cfg)["model"].items() if k not in ("scale_emb", "dim_model_base",
                                                                                "scale_depth")}
     t = cfg.train
-    return {"experiment": "mup", "preset": cfg.preset, "model": shape, "data": data.description, "steps": t.max_steps,
+    return {"experiment": "mup", "preset": cfg.preset, "model": shape, "data": data.description,
+            "data_config": data_section(data), "steps": t.max_steps,
             "batch_tokens": t.batch_tokens, "seq_len": data.seq_len, "evals": cfg.tune.mup.evals,
             "eval_sequences": t.eval_sequences, "warmup_steps": t.schedule.warmup_steps,
             "schedule": t.schedule.kind, "seed": t.seed, "precision": t.precision,
             "space": grid_statement(MUP_SPACE)}
+
+
+def data_section(data: TuneData) -> dict | None:
+    """The data section trials trained on (None for synthetic data): written into the best config, so that
+    `xmodel train --data DIR --config best_mup.yaml` trains on the same mixture."""
+    from ..config.core import section_to_dict
+
+    config = getattr(data, "config", None)
+    return section_to_dict(config) if config is not None else None
 
 
 def describe(trial) -> str:
@@ -79,10 +89,13 @@ def write_best_config(study: optuna.Study, path: Path) -> dict:
     s = study.user_attrs.get("settings", {})
     values = nest(mup_overrides(best.params))
     doc = {"preset": s["preset"], **values} if s.get("preset") else values
+    if s.get("data_config"):
+        doc["data"] = s["data_config"]
     header = (f"# xmodel tune mup: best of study '{study.study_name}' — trial {best.number}, held-out loss "
               f"{best.value:.4f} after {best.user_attrs.get('tokens', 0):,} tokens\n"
               f"# ({s.get('data', '?')}). μP values transfer across widths: train another size with\n"
-              f"#   xmodel train --preset xmodel-2-1.2b --config {path.name}\n")
+              f"#   xmodel train --preset xmodel-2-1.2b --config {path.name} --data DIR --tokenizer DIR\n"
+              f"# (the data section is the one the trials trained on).\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
