@@ -82,6 +82,28 @@ def test_failed_and_nan_trials_are_recorded_and_the_study_goes_on(tmp_path):
     assert states[2].state == TrialState.FAIL and "non-finite" in states[2].user_attrs["fail_reason"]
 
 
+def test_ctrl_c_queues_the_running_trial_again(tmp_path):
+    cfg = load_config("nano", overrides={"tune.study.n_trials": 3, "tune.study.sampler": "tpe"}).tune.study
+    study = open_study(str(tmp_path / "s.db"), "s", cfg, {"experiment": "test"})
+    interrupt = {"at": 1}
+
+    def objective(trial):
+        x = trial.suggest_float("x", -1, 1)
+        if trial.number == interrupt["at"]:
+            raise KeyboardInterrupt
+        return x * x
+
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(study, objective, cfg, log=lambda *_: None)
+    ts = trials(tmp_path / "s.db", "s")
+    assert ts[1].state == TrialState.FAIL and ts[1].user_attrs["fail_reason"] == "interrupted"
+    assert ts[2].state == TrialState.WAITING and ts[2].params == ts[1].params
+    interrupt["at"] = None
+    assert run_worker(study, objective, cfg, log=lambda *_: None)["complete"] == 3
+    ts = trials(tmp_path / "s.db", "s")
+    assert ts[2].state == TrialState.COMPLETE and ts[2].params == ts[1].params and len(ts) == 4
+
+
 def test_a_worker_stops_after_failures_in_a_row(tmp_path):
     cfg = load_config("nano", overrides={"tune.study.max_failures": 2}).tune.study
     study = open_study(str(tmp_path / "s.db"), "s", cfg, {"experiment": "test"})
@@ -223,7 +245,10 @@ def test_gp_sampler_runs_a_study(prepared, tmp_path, capsys):
     ts = trials(out / "study.db", "mup")
     assert sum(t.state == TrialState.COMPLETE for t in ts) == 3
     assert all(math.isfinite(t.value) and t.value > 0 for t in ts)
-    assert (out / "best_mup.yaml").exists()
+    best = (out / "best_mup.yaml").read_text()
+    (out / "best_mup.yaml").unlink()
+    assert main(["tune", "report", "--output", str(out), "--study-name", "mup"]) == 0  # regenerates it
+    assert (out / "best_mup.yaml").read_text() == best
 
 
 def test_diverging_trials_fail_with_their_reason(prepared, tmp_path, capsys):
