@@ -14,8 +14,8 @@ import sys
 from ..errors import XmodelError
 
 # Subcommand modules, in the order of the pipeline; later stages add theirs here.
-COMMANDS = ["quickstart", "info", "init", "tokenizer", "data", "train", "schedule", "eval", "report", "generate",
-            "chat", "serve", "export", "import_model"]
+COMMANDS = ["quickstart", "info", "init", "tokenizer", "data", "train", "schedule", "tune", "eval", "agent", "report",
+            "generate", "chat", "serve", "export", "import_model"]
 
 
 class OneLineParser(argparse.ArgumentParser):

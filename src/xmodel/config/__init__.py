@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..model.configuration_xmodel import XmodelConfig
 from ..model.presets import PRESETS, preset_values
 from ..train.config import TrainConfig
+from ..tune.config import TuneConfig
 from .core import build_section, deep_merge, parse_overrides, read_yaml, section_to_dict, set_dotted
 
 
@@ -28,6 +29,7 @@ class Config:
     model: XmodelConfig = field(default_factory=XmodelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 def load_config(preset: str | None = None, yaml_path: str | Path | None = None,

@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -143,7 +143,18 @@ def forward_backward(step_model, model, micro_batches: list[dict], items_per_ran
 
 def train(cfg: Config, data: BatchSource, run_dir: str | Path, *, heldout: BatchSource | None = None,
           tokenizer=None, resume: str = "auto", branch_from: str | Path | None = None,
-          env: DistEnv | None = None, log=print, progress: bool = True) -> TrainResult:
+          env: DistEnv | None = None, log=print, progress: bool = True,
+          on_model: Callable[[torch.nn.Module], None] | None = None,
+          on_step: Callable[[dict], None] | None = None, save_checkpoints: bool = True) -> TrainResult:
+    """Train `cfg.model` on `data` into `run_dir` (see the module doc).
+
+    Hooks for callers that run many short trainings (the wind tunnel): `on_model(model)` is called once with the
+    unwrapped model after its weights are in place (fresh, resumed or branched), e.g. to register forward hooks;
+    `on_step(record)` after each optimizer step with that step's metrics record, before it is written (it may add
+    fields, e.g. its own held-out loss); an exception it raises (a pruned trial) ends training with the metrics
+    files closed.
+    `save_checkpoints=False` writes no checkpoint at all (throwaway runs).
+    """
     t = cfg.train
     run_dir = Path(run_dir)
     env = env or init_distributed(t.device)
@@ -201,6 +212,8 @@ def train(cfg: Config, data: BatchSource, run_dir: str | Path, *, heldout: Batch
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1, default=str))
     metrics = MetricsLogger(run_dir, enabled=is_main, resume_step=state["step"])
+    if on_model is not None:
+        on_model(ckpt.unwrap(model))
 
     stats = model_stats(cfg.model, data.seq_len)
     peak = t.peak_flops or peak_flops_per_device(device, amp_dtype or torch.float32)
@@ -227,69 +240,83 @@ def train(cfg: Config, data: BatchSource, run_dir: str | Path, *, heldout: Batch
         bar = tqdm(total=last_step, initial=state["step"], desc=state["stage"], unit="step", dynamic_ncols=True)
     model.train()
     bad_in_a_row = 0
+    record: dict = {}
     t_last, tokens_last = time.perf_counter(), state["tokens"]  # throughput over the steps since the last log
-    while state["step"] < last_step:
-        step = state["step"]
-        lr = lr_at(step, schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-        n_seqs = plan.sequences_at(step)
-        accumulation = n_seqs // plan.unit
-        # This rank's micro-batches of the global batch [position, position + n_seqs).
-        micro = [data.batch(state["data_position"] + (j * env.world_size + env.rank) * t.micro_batch_size,
-                            t.micro_batch_size) for j in range(accumulation)]
-        local_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
-        global_targets = int(all_reduce_sum(torch.tensor(float(local_targets), device=device)).item())
-        loss_sum = forward_backward(step_model, model, micro, global_targets / env.world_size, device, amp_dtype,
-                                    chunked_loss=t.loss == "chunked")
-        loss = float(all_reduce_sum(loss_sum) / global_targets)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+    try:
+        while state["step"] < last_step:
+            step = state["step"]
+            lr = lr_at(step, schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            n_seqs = plan.sequences_at(step)
+            accumulation = n_seqs // plan.unit
+            # This rank's micro-batches of the global batch [position, position + n_seqs).
+            micro = [data.batch(state["data_position"] + (j * env.world_size + env.rank) * t.micro_batch_size,
+                                t.micro_batch_size) for j in range(accumulation)]
+            local_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro)
+            global_targets = int(all_reduce_sum(torch.tensor(float(local_targets), device=device)).item())
+            loss_sum = forward_backward(step_model, model, micro, global_targets / env.world_size, device,
+                                        amp_dtype, chunked_loss=t.loss == "chunked")
+            loss = float(all_reduce_sum(loss_sum) / global_targets)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                       t.grad_clip if t.grad_clip > 0 else math.inf)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                optimizer.zero_grad(set_to_none=True)
+                bad_in_a_row += 1
+                state["bad_steps_total"] += 1
+                say(f"step {step}: non-finite loss/grad ({loss}, {grad_norm}); step skipped "
+                    f"({bad_in_a_row} in a row)")
+                if bad_in_a_row >= t.max_bad_steps:
+                    result.stopped_early = (f"{bad_in_a_row} consecutive non-finite steps at step {step}; "
+                                            f"stopped with the last valid weights")
+                    break
+                state["data_position"] += n_seqs  # move past the bad data rather than retrying it forever
+                continue
+            bad_in_a_row = 0
+            optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            bad_in_a_row += 1
-            state["bad_steps_total"] += 1
-            say(f"step {step}: non-finite loss/grad ({loss}, {grad_norm}); step skipped "
-                f"({bad_in_a_row} in a row)")
-            if bad_in_a_row >= t.max_bad_steps:
-                result.stopped_early = (f"{bad_in_a_row} consecutive non-finite steps at step {step}; "
-                                        f"stopped with the last valid weights")
-                break
-            state["data_position"] += n_seqs  # move past the bad data rather than retrying it forever
-            continue
-        bad_in_a_row = 0
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] += 1
-        state["data_position"] += n_seqs
-        state["tokens"] += n_seqs * data.seq_len
-        result.losses.append(loss)
+            state["step"] += 1
+            state["data_position"] += n_seqs
+            state["tokens"] += n_seqs * data.seq_len
+            result.losses.append(loss)
 
-        record = {"step": state["step"], "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                  "batch_sequences": n_seqs, "tokens": state["tokens"]}
-        if state["step"] % t.log_every == 0 or state["step"] == last_step:
-            now = time.perf_counter()
-            tok_s = (state["tokens"] - tokens_last) / max(now - t_last, 1e-9)
-            t_last, tokens_last = now, state["tokens"]
-            record.update(tokens_per_s=tok_s, mfu=tok_s * stats.flops_per_token_train / (peak * env.world_size))
-        if heldout is not None and t.eval_every and state["step"] % t.eval_every == 0:
-            record["eval_loss"] = evaluate_loss(model, heldout, t.eval_sequences, t.micro_batch_size, device,
-                                                amp_dtype)
-        metrics.log(record)
+            record = {"step": state["step"], "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                      "batch_sequences": n_seqs, "tokens": state["tokens"]}
+            if state["step"] % t.log_every == 0 or state["step"] == last_step:
+                now = time.perf_counter()
+                tok_s = (state["tokens"] - tokens_last) / max(now - t_last, 1e-9)
+                t_last, tokens_last = now, state["tokens"]
+                record.update(tokens_per_s=tok_s,
+                              mfu=tok_s * stats.flops_per_token_train / (peak * env.world_size))
+            if heldout is not None and t.eval_every and state["step"] % t.eval_every == 0:
+                record["eval_loss"] = evaluate_loss(model, heldout, t.eval_sequences, t.micro_batch_size, device,
+                                                    amp_dtype)
+            if on_step is not None:
+                on_step(record)
+            metrics.log(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}",
+                                **({"tok/s": f"{record['tokens_per_s']:.0f}", "mfu": f"{record['mfu']:.1%}"}
+                                   if "tokens_per_s" in record else {}))
+            if save_checkpoints and state["step"] % t.save_every == 0 and state["step"] < last_step:
+                save()
+    except BaseException:
+        metrics.close()
+        raise
+    finally:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}",
-                            **({"tok/s": f"{record['tokens_per_s']:.0f}", "mfu": f"{record['mfu']:.1%}"}
-                               if "tokens_per_s" in record else {}))
-        if state["step"] % t.save_every == 0 and state["step"] < last_step:
-            save()
-
-    if bar is not None:
-        bar.close()
+            bar.close()
     if heldout is not None:
-        result.eval_loss = evaluate_loss(model, heldout, t.eval_sequences, t.micro_batch_size, device, amp_dtype)
-        metrics.log({"step": state["step"], "eval_loss": result.eval_loss})
-    if result.last_checkpoint is None or Path(result.last_checkpoint).name != ckpt.step_dir_name(state["step"]):
+        if "eval_loss" in record and record["step"] == state["step"]:  # just evaluated at the last step
+            result.eval_loss = record["eval_loss"]
+        else:
+            result.eval_loss = evaluate_loss(model, heldout, t.eval_sequences, t.micro_batch_size, device,
+                                             amp_dtype)
+            metrics.log({"step": state["step"], "eval_loss": result.eval_loss})
+    if save_checkpoints and (result.last_checkpoint is None
+                             or Path(result.last_checkpoint).name != ckpt.step_dir_name(state["step"])):
         save()
     metrics.close()
     result.step = state["step"]
