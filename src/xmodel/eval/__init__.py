@@ -1,0 +1,1 @@
+"""Evaluation. `agents` – ReAct agent episodes (HotpotQA, FEVER, AlfWorld, WebShop) and Table 4 of Xmodel-2."""
