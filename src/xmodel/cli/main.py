@@ -14,7 +14,7 @@ import sys
 from ..errors import XmodelError
 
 # Subcommand modules, in the order of the pipeline; later stages add theirs here.
-COMMANDS = ["info", "init", "generate", "schedule"]
+COMMANDS = ["info", "init", "generate", "schedule", "agent"]
 
 
 class OneLineParser(argparse.ArgumentParser):
