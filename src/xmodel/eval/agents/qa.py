@@ -7,7 +7,8 @@ Question sets (``subset``):
   in the offline store, so results on them are reported together with the covered count.
 * ``covered`` (default) – questions whose gold pages are all in the store: HotpotQA's 500-question distractor
   sample (every gold title present); for FEVER, claims of ReAct's order with one complete evidence set in the
-  store, plus NOT ENOUGH INFO claims (no evidence by design), in the same order.
+  store (every evidence sentence, for the store's partial FEVER pages), plus NOT ENOUGH INFO claims (no
+  evidence by design), in the same order.
 
 The metric is ReAct's: exact match after SQuAD normalisation (lower case, punctuation and articles removed,
 whitespace collapsed); HotpotQA also gets ReAct's token F1.
@@ -151,14 +152,19 @@ def load_hotpotqa(data_root: Path, wiki: OfflineWikipedia, subset: str = "covere
     return items
 
 
-def fever_evidence_sets(rec: dict) -> list[list[str]]:
-    """Each complete evidence set of a FEVER claim as its distinct page titles (empty for NEI)."""
+def fever_evidence_sets(rec: dict) -> list[list[tuple[str, int | None]]]:
+    """Each evidence set of a FEVER claim as its (page title, line) pairs (none for NEI)."""
     sets = []
     for group in rec.get("evidence") or []:
-        pages = [fever_title(e[2]) for e in group if len(e) > 2 and e[2]]
-        if pages:
-            sets.append(list(dict.fromkeys(pages)))
+        pairs = [(fever_title(e[2]), e[3] if len(e) > 3 else None) for e in group if len(e) > 2 and e[2]]
+        if pairs:
+            sets.append(pairs)
     return sets
+
+
+def evidence_in_store(pairs: list[tuple[str, int | None]], wiki: OfflineWikipedia) -> bool:
+    """Every (page, line) of an evidence set is in the store (line-level for the partial FEVER pages)."""
+    return all((page := wiki.get(title)) is not None and page.has_line(line) for title, line in pairs)
 
 
 def load_fever(data_root: Path, wiki: OfflineWikipedia, subset: str = "covered", n: int | None = None
@@ -170,11 +176,12 @@ def load_fever(data_root: Path, wiki: OfflineWikipedia, subset: str = "covered",
     for i in react_indices(None):
         rec = data[i]
         sets = fever_evidence_sets(rec)
-        complete = [s for s in sets if all(t in wiki for t in s)]
+        complete = [s for s in sets if evidence_in_store(s, wiki)]
         if rec["label"] == "NOT ENOUGH INFO":
             titles, covered = [], None
         else:
-            titles, covered = (complete[0] if complete else (sets[0] if sets else [])), bool(complete)
+            chosen = complete[0] if complete else (sets[0] if sets else [])
+            titles, covered = list(dict.fromkeys(t for t, _ in chosen)), bool(complete)
         if subset == "covered" and covered is False:
             continue
         items.append(QAItem("fever", str(rec["id"]), rec["claim"], rec["label"], titles, covered, rec["label"]))

@@ -55,6 +55,11 @@ class Page:
     title: str
     sentences: list[str]
     partial: bool = False  # only some sentences of the real page are known (FEVER evidence lines)
+    fever_lines: list[int] | None = None   # for a partial FEVER page: the page's line numbers it holds
+
+    def has_line(self, line: int | None) -> bool:
+        """Whether this copy holds FEVER line `line` of the real page (a full page holds every line)."""
+        return not self.partial or line is None or line in (self.fever_lines or [])
 
     def summary(self) -> str:
         return " ".join(self.sentences[:PAGE_SENTENCES])
@@ -103,7 +108,8 @@ class OfflineWikipedia:
                 key = title_key(title)
                 if key in self.pages:
                     continue
-                page = Page(title, [s.strip() for s in sentences if s.strip()], bool(rec.get("partial")))
+                page = Page(title, [s.strip() for s in sentences if s.strip()], bool(rec.get("partial")),
+                            rec.get("fever_lines"))
                 self.pages[key] = page
                 rows.append((title, " ".join(page.sentences)))
         if not rows:
