@@ -16,7 +16,7 @@ def test_model_runs_episodes_end_to_end(nano_model_dir, data_root, tmp_path, cap
     if alfworld_available():
         tasks += ["--task", "alfworld"]
     assert main(["agent", "run", str(nano_model_dir), *tasks, "--episodes", "2", "--batch-size", "2",
-                 "--max-new-tokens", "12", "--repeat-limit", "3", "--output", str(out),
+                 "--max-new-tokens", "12", "--max-steps", "3", "--output", str(out),
                  "--data-root", str(data_root)]) == 0
     printed = capsys.readouterr().out
     assert "| hotpotqa | EM |" in printed and "skipped: needs a running WebShop server" in printed
@@ -25,6 +25,7 @@ def test_model_runs_episodes_end_to_end(nano_model_dir, data_root, tmp_path, cap
     for task in [t for t in ("hotpotqa", "fever", "alfworld") if t in res["tasks"]]:
         t = res["tasks"][task]
         assert t["n"] == 2 and 0 <= t["value"] <= 100
+        assert set(t["stop_reasons"]) <= {"finished", "step_limit", "repeated_action"}
         lines = (out / t["traces"]).read_text().splitlines()
         assert len(lines) == 2
         rec = json.loads(lines[0])

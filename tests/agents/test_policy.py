@@ -17,9 +17,9 @@ def _requests(data_root, wiki, n=4):
 
 def test_prefix_cache_equals_plain_and_one_by_one(nano, data_root, wiki):
     model, tok = nano
-    reqs = _requests(data_root, wiki)
-    cached = LMPolicy(model, tok, GenerationSettings(max_new_tokens=12, prefix_cache=True)).complete(reqs)
-    plain_policy = LMPolicy(model, tok, GenerationSettings(max_new_tokens=12, prefix_cache=False))
+    reqs = _requests(data_root, wiki, 3)
+    cached = LMPolicy(model, tok, GenerationSettings(max_new_tokens=8, prefix_cache=True)).complete(reqs)
+    plain_policy = LMPolicy(model, tok, GenerationSettings(max_new_tokens=8, prefix_cache=False))
     assert plain_policy.complete(reqs) == cached
     assert [plain_policy.complete([r])[0] for r in reqs] == cached
     assert all(isinstance(c, str) for c in cached)

@@ -22,6 +22,8 @@ def _task_args(p, default_episodes: int | None) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="episodes in flight at once (default 8)")
     p.add_argument("--repeat-limit", type=int, default=5,
                    help="end an episode after this many identical action+observation steps (0 = never)")
+    p.add_argument("--max-steps", type=int, help="actions per episode (default: each task's own, as ReAct: "
+                                                 "HotpotQA/FEVER 7, AlfWorld 49, WebShop 14)")
     p.add_argument("--output", help="directory for agents.json and traces_TASK.jsonl")
     add_data_root_arg(p)
 
@@ -87,7 +89,8 @@ def _settings(args, **extra):
     from ..eval.agents import AgentSettings
 
     values = dict(tasks=args.task or ["hotpotqa", "fever", "alfworld", "webshop"], episodes=args.episodes,
-                  subset=args.subset, batch_size=args.batch_size, repeat_limit=args.repeat_limit, **extra)
+                  subset=args.subset, batch_size=args.batch_size, repeat_limit=args.repeat_limit,
+                  max_steps=args.max_steps, **extra)
     return build_section(AgentSettings, values, "agent")
 
 

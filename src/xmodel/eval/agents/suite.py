@@ -43,6 +43,7 @@ class AgentSettings:
     seed: int = 0
     prefix_cache: bool = True
     repeat_limit: int = 5              # identical (action, observation) steps in a row that end an episode
+    max_steps: int | None = None       # None = each task's own limit (ReAct: 7, 7, 49, 14); for smoke runs
     webshop_url: str | None = None     # a running WebShop server, e.g. http://127.0.0.1:3000
     webshop_prompt: str | None = None  # ReAct's prompts/webshop_initial.json
 
@@ -56,6 +57,8 @@ class AgentSettings:
             raise ValueError(f"subset: must be covered or react, got {self.subset!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: must be ≥ 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps: must be ≥ 1, got {self.max_steps}")
         if self.repeat_limit < 0:
             raise ValueError(f"repeat_limit: must be ≥ 0, got {self.repeat_limit}")
         if self.max_new_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -85,14 +88,15 @@ def build_episodes(task: str, data_root: Path, settings: AgentSettings, scripted
                  settings.subset == "covered" else ("eval/react/data/hotpot_dev_v1_simplified.json"
                                                     if task == "hotpotqa" else "eval/react/data/paper_dev.jsonl"),
                  "prompt": "/".join(qa.PROMPTS[task]), "passages": len(wiki)}
-        return qa.make_episodes(items, qa.load_prompt(data_root, task), wiki,
+        return qa.make_episodes(items, qa.load_prompt(data_root, task), wiki, max_steps=settings.max_steps or 7,
                                 repeat_limit=settings.repeat_limit), extra
     if task == "alfworld":
         from . import alfworld
 
         if not alfworld.alfworld_available():
             return "alfworld/textworld not installed (pip install 'xmodel[alfworld]')", {}
-        eps = alfworld.make_episodes(data_root, n, expert=scripted, repeat_limit=settings.repeat_limit)
+        eps = alfworld.make_episodes(data_root, n, expert=scripted, repeat_limit=settings.repeat_limit,
+                                     max_steps=settings.max_steps or alfworld.MAX_ACTIONS)
         return eps, {"games": "eval/alfworld/json_2.1.1/valid_unseen", "prompt": "alfworld_3prompts.json"}
     from . import webshop
 
@@ -103,7 +107,8 @@ def build_episodes(task: str, data_root: Path, settings: AgentSettings, scripted
                 "webshop_initial.json (--webshop-prompt); see docs/AGENTS.md"), {}
     site = webshop.WebShopHTTP(settings.webshop_url)
     prompt = webshop.load_prompt(Path(settings.webshop_prompt))
-    return webshop.make_episodes(site, prompt, n or 500, repeat_limit=settings.repeat_limit), \
+    return webshop.make_episodes(site, prompt, n or 500, repeat_limit=settings.repeat_limit,
+                                 max_steps=settings.max_steps or webshop.MAX_ACTIONS), \
         {"server": settings.webshop_url}
 
 

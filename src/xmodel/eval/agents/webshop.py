@@ -243,8 +243,8 @@ def load_goals(data_root: Path) -> list[str]:
     return goals
 
 
-def make_episodes(site: WebShopHTTP, prompt: str, n: int, start: int = 0, repeat_limit: int = 5
-                  ) -> list[WebShopEpisode]:
+def make_episodes(site: WebShopHTTP, prompt: str, n: int, start: int = 0, repeat_limit: int = 5,
+                  max_steps: int = MAX_ACTIONS) -> list[WebShopEpisode]:
     require_bs4()
-    return [WebShopEpisode(prefix=prompt, session=f"fixed_{i}", site=site, max_steps=MAX_ACTIONS,
+    return [WebShopEpisode(prefix=prompt, session=f"fixed_{i}", site=site, max_steps=max_steps,
                            repeat_limit=repeat_limit) for i in range(start, start + n)]
