@@ -100,3 +100,10 @@ def test_observation_marks_selected_options():
     obs = webshop.page_to_observation(html, "item", {"size": "large"})
     assert "[small][[large]]" in obs.observation
     assert obs.options == {"small": "size", "large": "size"} and obs.buttons == ["Buy Now"]
+
+
+def test_unreachable_site_ends_episodes_not_the_run():
+    episodes = webshop.make_episodes(webshop.WebShopHTTP("http://127.0.0.1:9", timeout=2), "PROMPT\n", 2)
+    records, _ = run_episodes(episodes, ScriptedPolicy(), progress=False)
+    assert [r["stop_reason"] for r in records] == ["environment_error"] * 2
+    assert all(r["start_error"] and r["success"] == 0.0 for r in records)

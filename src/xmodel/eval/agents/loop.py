@@ -58,6 +58,7 @@ class Episode(ABC):
     env_seconds: float = 0.0
     gen_seconds: float = 0.0           # this episode's share of batched generation time
     prompt_tokens_dropped: int = 0     # most tokens ever cut from the left of its prompt to fit the context
+    start_error: str | None = None     # why the environment could not start (stop reason environment_error)
 
     @abstractmethod
     def start(self) -> None:
@@ -84,6 +85,7 @@ class Episode(ABC):
         return {"task": self.task, "id": self.uid, **self.details(), **self.scores(),
                 "stop_reason": self.stop_reason, "n_steps": len(self.steps), "calls": self.calls,
                 "bad_calls": self.bad_calls, "prompt_tokens_dropped": self.prompt_tokens_dropped,
+                "start_error": self.start_error,
                 "env_seconds": round(self.env_seconds, 4), "gen_seconds": round(self.gen_seconds, 4),
                 "steps": [vars(s) for s in self.steps], "prompt": self.text}
 
@@ -185,7 +187,11 @@ def run_episodes(episodes: Iterable[Episode], policy: Policy, batch_size: int = 
             while queue and len(active) < batch_size:
                 ep = queue.pop()
                 t = time.perf_counter()
-                ep.start()
+                try:
+                    ep.start()
+                except Exception as e:  # a game that will not load ends its episode, not the run
+                    ep.start_error = f"{type(e).__name__}: {e}"
+                    ep.finish("environment_error")
                 ep.env_seconds += time.perf_counter() - t
                 stats.environment_s += time.perf_counter() - t
                 active.append(ep)

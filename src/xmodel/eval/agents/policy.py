@@ -150,9 +150,10 @@ class LMPolicy:
         for i, req in enumerate(requests):
             p = self.prefix_ids(req.prefix)
             s = self._ids(req.text)
+            if not p and not s:   # nothing to condition on: start from BOS (or padding)
+                bos = self.tokenizer.bos_token_id
+                s = [bos if bos is not None else self.pad_id]
             suffix_ids[i] = s
-            if len(s) == 0:
-                s = suffix_ids[i] = [self.pad_id] if not p else s
             over = len(p) + len(s) - self.max_prompt
             if over > 0:
                 req.episode.prompt_tokens_dropped = max(req.episode.prompt_tokens_dropped, over)

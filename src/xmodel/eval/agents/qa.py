@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import XmodelError
+from .actions import first_line
 from .loop import Episode, Request, Step
 from .wiki import OfflineWikipedia, WikiEnv, WikiTool, fever_title
 
@@ -234,7 +235,7 @@ class WikiQAEpisode(Episode):
                 return
             thought, action = body.split(marker, 1)
             thought, action, raws = thought.strip(), action.strip(), [completion]
-        action_line = action.split("\n")[0].strip() if action.strip() else ""
+        action_line = first_line(action)
         start_tool = self.env.tool_seconds
         observation = " ".join(self.env.step(action).split())
         self.retrieval_seconds += self.env.tool_seconds - start_tool
