@@ -9,7 +9,8 @@ Modules, each readable alone:
 * `sandbox`, `code` – generated programs run in limited subprocesses; pass@k;
 * `calibration`, `scaling_law` – Xmodel-2 Figures 4 and 5;
 * `results`, `report` – the per-model results file and the Markdown/HTML report;
-* `training` – `evaluate_during_training`, the same suites on a model being trained.
+* `training` – `evaluate_during_training`, the same suites on a model being trained;
+* `agents` – ReAct agent episodes (HotpotQA, FEVER, AlfWorld, WebShop) and Table 4 of Xmodel-2.
 """
 
 from .training import evaluate_during_training
