@@ -95,17 +95,17 @@ def test_render_chat_spans_cover_exactly_the_assistant_turns():
 
 
 def test_chinese_is_not_byte_exploded_and_bpe_is_compared(tokenizer_dir, small_cfg, shared_data):
-    """Measured on held-out Chinese: 0.98 tokens per character with this 4,000-entry test tokenizer (3.3 % of the
-    tokens byte pieces, for rare characters), 0.83 with the quickstart's 12,000 entries (0.6 %). Byte-exploded
-    Chinese would take 3 tokens per character (all byte pieces). Bound: at most 1.1 tokens per character and
-    under 5 % byte pieces."""
+    """Measured on held-out Chinese: 0.97 tokens per character with this 4,000-entry test tokenizer (4.2 % of the
+    tokens byte pieces: characters outside the 99.95 % coverage of its small sample), 0.83 with the quickstart's
+    12,000 entries (1.4 %). Byte-exploded Chinese would take about 3 tokens per character, all of them byte
+    pieces. Bound: at most 1.1 tokens per character and under 8 % byte pieces."""
     from xmodel.tokenizer.stats import compare
 
     result = compare(tokenizer_dir, small_cfg, shared_data, chars_per_language=60_000, log=lambda *_: None)
     zh = result["languages"]["zh"]["ours"]
     assert zh["chars"] > 20_000
     assert zh["tokens_per_char"] <= 1.1, zh
-    assert zh["byte_fallback_share"] < 0.05, zh
+    assert zh["byte_fallback_share"] < 0.08, zh
     for lang in ("en", "zh", "code"):
         row = result["languages"][lang]
         assert row["ours"]["roundtrip_ok"] == row["ours"]["documents"]

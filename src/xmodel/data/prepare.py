@@ -3,13 +3,13 @@
     manifest = prepare_data(cfg.data, "runs/tokenizer", "runs/data")     # cfg = xmodel.config.load_config(...)
 
 Stages (datatrove pipelines, see `pipeline.py`; each runs `tasks` tasks on `workers` processes):
-signatures → pairs → clusters (dedup, skipped when dedup is off) → pack. Every stage's finished tasks are
-recorded by datatrove, so an interrupted run that is started again continues where it stopped, and the files
-it writes are identical to those of an uninterrupted run. Nothing is written before every source has been
-checked (missing path, wrong format or field name, empty file → one-line XmodelError).
+signatures → pairs → clusters (dedup, skipped when dedup is off) → pack → manifest. Every stage's finished
+tasks are recorded by datatrove, so an interrupted run that is started again continues where it stopped, and
+the files it writes are identical to those of an uninterrupted run. Nothing is written before every source has
+been checked (missing path, wrong format or field name, empty file → one-line XmodelError).
 
-Running on a cluster: the same blocks run under datatrove's `SlurmPipelineExecutor` (or `RayPipelineExecutor`);
-`build_stages` returns the pipelines, see docs/DATA.md.
+Running on a cluster: `slurm_executors` runs the same stages under datatrove's `SlurmPipelineExecutor`
+(`build_stages(plan_preparation(...))` gives the pipelines for any other executor); see docs/DATA.md.
 """
 
 from __future__ import annotations
