@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from xmodel.data_root import resolve_data_root
+from xmodel.data.root import data_root as resolve_data_root
 
 VOCAB = 2048
 

@@ -57,7 +57,7 @@ def test_table4_layout_and_published_rows():
     (["agent", "oracle", "--episodes", "0"], "agent.episodes: must be ≥ 1"),
     (["agent", "recall", "--k", "a,b"], "--k a,b: expected comma-separated integers"),
     (["agent", "table", "/no/such/results"], "no agent results"),
-    (["agent", "wiki", "x", "--data-root", "/no/such/dir"], "no such data directory"),
+    (["agent", "wiki", "x", "--data-root", "/no/such/dir"], "no such directory"),
 ])
 def test_bad_input_is_one_line(args, needle, data_root, capsys):
     if "--data-root" not in args and args[1] in ("run", "oracle", "recall"):

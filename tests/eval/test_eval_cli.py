@@ -89,7 +89,7 @@ def test_evaluate_during_training(nano_model_dir, data_root):
 
 @pytest.mark.parametrize("args,needle", [
     (["eval", "/no/such/model"], "no such model directory"),
-    (["eval", "MODEL", "--data-root", "/no/such/root"], "/no/such/root: no such data directory"),
+    (["eval", "MODEL", "--data-root", "/no/such/root"], "--data-root /no/such/root: no such directory"),
     (["eval", "MODEL", "--tasks", "gsm8k"], "--tasks gsm8k: not in the chosen suites"),
     (["eval", "MODEL", "--limit", "0"], "--limit: must be > 0"),
     (["eval", "MODEL", "--suite", "nope"], "invalid choice"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data_root import add_data_root_arg, resolve_data_root
+from ..data.root import data_root as resolve_data_root
 from ..errors import XmodelError
-from .common import human, require_model_dir
+from .common import add_data_root_arg, human, require_model_dir
 
 TASK_HELP = "hotpotqa, fever, alfworld, webshop (repeatable; default: all four)"
 
