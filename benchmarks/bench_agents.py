@@ -8,7 +8,7 @@ every completion (`prefix_cache=False`); the ratio printed is the speed-up of th
 An untrained model never writes a stop string, so every completion runs to --max-new-tokens: this is the
 worst case per completion (a trained model stops at the end of its action line).
 
-    python benchmarks/bench_agents.py --episodes 8 --batch-size 8
+    python benchmarks/bench_agents.py --episodes 4 --batch-size 4 --max-new-tokens 48 --baseline-steps 1
 """
 
 from __future__ import annotations
