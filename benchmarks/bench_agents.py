@@ -8,7 +8,7 @@ every completion (`prefix_cache=False`); the ratio printed is the speed-up of th
 An untrained model never writes a stop string, so every completion runs to --max-new-tokens: this is the
 worst case per completion (a trained model stops at the end of its action line).
 
-    python benchmarks/bench_agents.py --episodes 8 --batch-size 8
+    python benchmarks/bench_agents.py --episodes 4 --batch-size 4 --max-new-tokens 48 --baseline-steps 1
 """
 
 from __future__ import annotations
@@ -71,6 +71,22 @@ def measure(model, tokenizer, items, wiki, prefix, batch_size, max_new_tokens, m
     return row
 
 
+def search_latency(wiki, items) -> dict:
+    """Seconds per search[…] on the offline store: exact titles (a page) and whole questions (a BM25 miss)."""
+    from xmodel.eval.agents.wiki import WikiEnv
+
+    env = WikiEnv(wiki)
+    titles = [t for it in items for t in it.gold_titles]
+    questions = [it.question for it in items]
+    out = {}
+    for name, queries in (("title", titles), ("question", questions)):
+        before = env.tool_seconds
+        for q in queries:
+            env.step(f"search[{q}]")
+        out[name] = (env.tool_seconds - before) / len(queries)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="model directory (default: a fresh tiny model with a 4096-token BPE)")
@@ -105,12 +121,17 @@ def main() -> None:
           f"({full['wall_s']:.1f} s, {full['completions']} completions); generation "
           f"{100 * full['generation_share']:.1f}%, retrieval {100 * full['retrieval_share']:.3f}%, "
           f"other env/loop {100 * (1 - full['generation_share'] - full['retrieval_share']):.1f}%")
+    lat = search_latency(wiki, qa.load_hotpotqa(data_root, wiki, "covered", 200))
+    per_step = full["wall_s"] / max(full["steps"], 1)
+    print(f"offline search: {1e3 * lat['title']:.2f} ms per exact-title search, {1e3 * lat['question']:.2f} ms per "
+          f"BM25 miss; vs {per_step:.1f} s of wall time per agent step here, a search on every step would be "
+          f"{100 * lat['question'] / per_step:.3f}% of the time")
     cached = measure(*common, args.baseline_steps, True)
     plain = measure(*common, args.baseline_steps, False)
     print(f"prefix cache, {args.baseline_steps} steps/episode: {cached['s_per_completion']:.2f} s/completion; "
           f"baseline (no cache) {plain['s_per_completion']:.2f} s/completion; "
           f"ratio {plain['s_per_completion'] / cached['s_per_completion']:.2f}x")
-    print(json.dumps({"full": full, "cached": cached, "baseline": plain,
+    print(json.dumps({"full": full, "cached": cached, "baseline": plain, "search_latency_s": lat,
                       "total_s": round(time.perf_counter() - t, 1)}))
 
 

@@ -11,7 +11,7 @@ from .common import add_data_root_arg
 from ..errors import XmodelError
 from .common import human, require_model_dir
 
-SUITE_CHOICES = ["commonsense", "reasoning", "code", "chinese", "quick", "scaling-law", "all"]
+SUITE_CHOICES = ["commonsense", "reasoning", "code", "chinese", "quick", "scaling-law", "agents", "all"]
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
 
@@ -118,7 +118,7 @@ def run(args) -> int:
     from ..eval.sandbox import SandboxLimits, isolation_report
     from ..eval.suites import suite_benchmarks
 
-    table_suites = [s for s in suites if s not in ("scaling-law",)]
+    table_suites = [s for s in suites if s not in ("scaling-law", "agents")]
     only = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     if only and not table_suites:
         raise XmodelError("--tasks: selects benchmarks of the table suites, not of scaling-law")
@@ -152,6 +152,13 @@ def run(args) -> int:
                                                 title=f"{model_dir.name} on WikiText-2 test")
     model_info = {"path": str(model_dir.resolve()), "name": model_dir.resolve().name, "parameters": n_params,
                   "model_type": model.config.model_type}
+    if "agents" in suites:  # ReAct episodes (Table 4): agents.json and traces beside results.json
+        from ..eval.agents import AgentSettings, evaluate_agents
+
+        episodes = int(args.limit) if args.limit is not None and args.limit >= 1 else 50
+        evaluate_agents(model, tokenizer, data_root, out_dir, AgentSettings(episodes=episodes,
+                                                                            batch_size=args.batch_size),
+                        model_info=model_info)
     run_info = {"suites": suites, "settings": settings.to_dict(), "data_root": str(data_root),
                 "versions": versions(), "configs": result.get("configs", {})}
     path = out_dir / RESULTS_FILE

@@ -203,10 +203,27 @@ def build_report(results: list[dict], out_dir: Path) -> list:
             avg = xlm["averages"][key]
             blocks.append(Para(f"{avg['model']} reports an average of {avg['value']:.2f} on its {key} benchmarks "
                                "(its own task set; per-task numbers are not in the report text available here)."))
+    blocks += _agent_blocks(results)
     blocks += _calibration_blocks(results, out_dir, x2["calibration"]["caption"])
     blocks += _scaling_blocks(results, out_dir, x2["scaling_law"])
     blocks += _settings_blocks(results)
     return blocks
+
+
+def _agent_blocks(results: list[dict]) -> list:
+    """Table 4 (ReAct agents) from the agents.json files beside our results files."""
+    from .agents import load_results as load_agent_results
+    from .agents import table4_rows
+    from .agents.suite import RESULTS_FILE as AGENT_RESULTS
+
+    agent = [load_agent_results(Path(r["_path"]).parent) for r in results
+             if (Path(r["_path"]).parent / AGENT_RESULTS).is_file()]
+    if not agent:
+        return []
+    header, rows, ours = table4_rows(agent)
+    return [Heading(2, "Agent tasks (ReAct)"),
+            Table(header, rows, "Table 4: ReAct agents — EM for HotpotQA/FEVER, success rate for AlfWorld/WebShop; "
+                                "† mean over the tasks that ran", ours)]
 
 
 def _copy_plot(res: dict, name: str, out_dir: Path) -> str | None:
