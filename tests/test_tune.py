@@ -353,7 +353,8 @@ def test_mixture_trials_branch_from_one_stable_checkpoint(prepared, tmp_path, ca
     assert len({t.params["sft_share"] for t in ts}) == 3
     best = (out / "best_mixture.yaml").read_text()
     cfg = load_config("nano", yaml_path=out / "best_mixture.yaml")
-    assert 0 <= cfg.data.decay.sft_share <= 0.9 and sum(cfg.data.decay.categories.values()) == pytest.approx(1, abs=1e-6)
+    assert 0 <= cfg.data.decay.sft_share <= 0.9
+    assert sum(cfg.data.decay.categories.values()) == pytest.approx(1, abs=1e-6)
     assert "sft_share" in best and "training the shared stable stage" in printed
     # A rerun reuses the stable checkpoint (read, never retrained) and adds the next trials to the study.
     assert main(args + ["--n-trials", "4"]) == 0

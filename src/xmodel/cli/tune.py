@@ -209,8 +209,30 @@ def finish_mup(study, out: Path) -> None:
 
 def run_mixture(args, cfg, data, out: Path) -> int:
     from ..tune import mixture
+    from ..tune.study import open_study, run_worker
 
-    return mixture.run(args, cfg, data, out)
+    checkpoint = mixture.stable_checkpoint(cfg, data, out, args.stable_from,
+                                           log=print if args.worker_index is None else (lambda *_: None))
+    base = mixture.trial_base(cfg, data, checkpoint)
+    storage = study_location(args, out)
+    s = cfg.tune.study
+    worker = args.worker_index or 0
+    study = open_study(storage, args.study_name, s, mixture.settings(base, data, checkpoint), worker=worker,
+                       eval_every=base.train.eval_every)
+    if args.worker_index is None:
+        print(f"each trial: a decay branch of {base.train.max_steps} steps × {base.train.batch_tokens:,} tokens "
+              f"from {checkpoint}; study '{args.study_name}' in {storage}; aiming for {s.n_trials} finished "
+              f"trials ({s.sampler})")
+    if args.workers > 1 and args.worker_index is None:
+        args.output_resolved, args.storage_resolved, args.stable_from = str(out), storage, str(checkpoint)
+        run_workers(args, args.workers)
+    else:
+        prefix = f"[worker {args.worker_index}] " if args.worker_index is not None else ""
+        run_worker(study, mixture.make_objective(base, data, checkpoint, out), s, worker=worker,
+                   log=lambda msg: print(prefix + msg, flush=True), describe=mixture.describe)
+    if args.worker_index is None:
+        mixture.finish(study, out)
+    return 0
 
 
 def report(args, out: Path) -> int:

@@ -136,7 +136,7 @@ class MixtureSearchConfig:
         if self.stable_tokens <= 0 or self.decay_tokens <= 0 or self.evals <= 0:
             raise ValueError("decay_tokens: stable_tokens, decay_tokens and evals must be > 0")
         if not 0 <= self.sft_share_min <= self.sft_share_max <= 1 or self.sft_share_step <= 0:
-            raise ValueError(f"sft_share_max: need 0 ≤ sft_share_min ≤ sft_share_max ≤ 1 and a positive step, got "
+            raise ValueError(f"sft_share_max: need 0 ≤ sft_share_min ≤ sft_share_max ≤ 1 and a step > 0, got "
                              f"{self.sft_share_min}, {self.sft_share_max}, {self.sft_share_step}")
         unknown = [c for c in self.categories if c not in SFT_CATEGORIES]
         if unknown or not self.categories:

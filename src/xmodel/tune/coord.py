@@ -20,6 +20,7 @@ import torch
 from ..config import Config
 from .data import TuneData
 from .plots import _agg, save_figure
+from .runs import fit_to_data
 from .space import derive
 from .widths import LABELS, PARAMETRISATIONS, at_width
 
@@ -93,10 +94,7 @@ class FixedBatch:
 
 def coord_config(cfg: Config, data: TuneData, width: int, parametrisation: str, seed: int) -> Config:
     c = cfg.tune.coord
-    wcfg = at_width(derive(cfg, {"model.vocab_size": data.vocab_size,
-                                 "model.max_position_embeddings": max(cfg.model.max_position_embeddings,
-                                                                      data.seq_len)}),
-                    width, parametrisation, layers=c.layers, sp_init_std=c.sp_init_std)
+    wcfg = at_width(fit_to_data(cfg, data), width, parametrisation, layers=c.layers, sp_init_std=c.sp_init_std)
     return derive(wcfg, {"train.max_steps": c.steps, "train.micro_batch_size": c.batch_sequences,
                          "train.batch_tokens": c.batch_sequences * data.seq_len, "train.batch_tokens_start": None,
                          "train.schedule.kind": "constant", "train.schedule.max_lr": c.lr,

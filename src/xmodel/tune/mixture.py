@@ -24,7 +24,7 @@ from ..errors import XmodelError
 from ..train import checkpoint as ckpt
 from ..train.trainer import train
 from .data import TuneData, normalise, sft_share_of
-from .runs import HeldoutObjective, budget_overrides, run_budgeted
+from .runs import HeldoutObjective, budget_overrides, fit_to_data, run_budgeted
 from .space import clean, derive
 
 WEIGHT_STEP = 0.05
@@ -53,8 +53,7 @@ class ReadRecorder:
 
 def stable_config(cfg: Config, data: TuneData) -> Config:
     m = cfg.tune.mixture
-    cfg = derive(cfg, {"model.vocab_size": data.vocab_size,
-                       "model.max_position_embeddings": max(cfg.model.max_position_embeddings, data.seq_len)})
+    cfg = fit_to_data(cfg, data)
     over = budget_overrides(cfg, m.stable_tokens, 1, 0.1, data.seq_len)
     over.update({"train.save_every": over["train.max_steps"], "train.keep_last": 1})
     return derive(cfg, over)
@@ -214,31 +213,4 @@ def finish(study: optuna.Study, out: Path) -> None:
         print(f"wrote {p}")
 
 
-def run(args, cfg: Config, data: TuneData, out: Path) -> int:
-    from ..cli.tune import run_workers, study_location
-    from .study import open_study, run_worker
-
-    checkpoint = stable_checkpoint(cfg, data, out, args.stable_from,
-                                   log=print if args.worker_index is None else (lambda *_: None))
-    base = trial_base(cfg, data, checkpoint)
-    storage = study_location(args, out)
-    s = cfg.tune.study
-    study = open_study(storage, args.study_name, s, settings(base, data, checkpoint), worker=args.worker_index or 0,
-                       eval_every=base.train.eval_every)
-    if args.worker_index is None:
-        print(f"each trial: a decay branch of {base.train.max_steps} steps × {base.train.batch_tokens:,} tokens "
-              f"from {checkpoint}; study '{args.study_name}' in {storage}; aiming for {s.n_trials} finished "
-              f"trials ({s.sampler})")
-    if args.workers > 1 and args.worker_index is None:
-        args.output_resolved, args.storage_resolved, args.stable_from = str(out), storage, str(checkpoint)
-        run_workers(args, args.workers)
-    else:
-        prefix = f"[worker {args.worker_index}] " if args.worker_index is not None else ""
-        run_worker(study, make_objective(base, data, checkpoint, out), s, worker=args.worker_index or 0,
-                   log=lambda msg: print(prefix + msg, flush=True), describe=describe)
-    if args.worker_index is None:
-        finish(study, out)
-    return 0
-
-
-__all__ = ["run", "finish", "make_objective", "stable_checkpoint", "trial_base"]
+__all__ = ["finish", "make_objective", "settings", "stable_checkpoint", "trial_base"]

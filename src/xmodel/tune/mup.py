@@ -17,15 +17,14 @@ import yaml
 
 from ..config import Config, config_to_dict
 from .data import TuneData
-from .runs import HeldoutObjective, budget_overrides, run_budgeted
+from .runs import HeldoutObjective, budget_overrides, fit_to_data, run_budgeted
 from .space import MUP_SPACE, clean, derive, grid_statement, mup_overrides, nest, suggest
 
 
 def trial_base(cfg: Config, data: TuneData) -> Config:
     """The config every trial starts from: the data's vocabulary and sequence length, the trial budget."""
     m = cfg.tune.mup
-    cfg = derive(cfg, {"model.vocab_size": data.vocab_size,
-                       "model.max_position_embeddings": max(cfg.model.max_position_embeddings, data.seq_len)})
+    cfg = fit_to_data(cfg, data)
     return derive(cfg, budget_overrides(cfg, m.tokens, m.evals, m.warmup_fraction, data.seq_len))
 
 

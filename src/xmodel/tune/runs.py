@@ -18,6 +18,12 @@ from .data import TuneData
 from .space import derive
 
 
+def fit_to_data(cfg: Config, data: TuneData) -> Config:
+    """The config with the data's vocabulary and a context that holds its sequences."""
+    return derive(cfg, {"model.vocab_size": data.vocab_size,
+                        "model.max_position_embeddings": max(cfg.model.max_position_embeddings, data.seq_len)})
+
+
 def budget_overrides(cfg: Config, tokens: int, evals: int, warmup_fraction: float, seq_len: int) -> dict:
     """Dotted keys that turn a config into a `tokens`-token run with `evals` evaluations."""
     per_step = cfg.train.batch_tokens - cfg.train.batch_tokens % (seq_len * cfg.train.micro_batch_size)

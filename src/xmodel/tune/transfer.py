@@ -20,16 +20,14 @@ from pathlib import Path
 from ..config import Config
 from .data import TuneData
 from .plots import _agg, save_figure
-from .runs import HeldoutObjective, budget_overrides, run_budgeted
+from .runs import HeldoutObjective, budget_overrides, fit_to_data, run_budgeted
 from .space import derive
 from .widths import LABELS, PARAMETRISATIONS, at_width
 
 
 def run_config(cfg: Config, data: TuneData, width: int, parametrisation: str, lr: float, seed: int) -> Config:
     t = cfg.tune.transfer
-    base = derive(cfg, {"model.vocab_size": data.vocab_size,
-                        "model.max_position_embeddings": max(cfg.model.max_position_embeddings, data.seq_len)})
-    wcfg = at_width(base, width, parametrisation, layers=t.layers, sp_init_std=t.sp_init_std)
+    wcfg = at_width(fit_to_data(cfg, data), width, parametrisation, layers=t.layers, sp_init_std=t.sp_init_std)
     over = budget_overrides(wcfg, t.tokens, 1, t.warmup_fraction, data.seq_len)
     over.update({"train.schedule.max_lr": lr, "train.seed": seed})
     return derive(wcfg, over)
