@@ -17,7 +17,6 @@ import math
 from pathlib import Path
 
 import optuna
-import yaml
 
 from ..config import Config
 from ..errors import XmodelError
@@ -26,6 +25,7 @@ from ..train.trainer import train
 from .data import TuneData, normalise, sft_share_of
 from .runs import HeldoutObjective, budget_overrides, fit_to_data, run_budgeted
 from .space import clean, derive
+from .study import write_yaml
 
 WEIGHT_STEP = 0.05
 
@@ -170,10 +170,7 @@ def write_best_mixture(study: optuna.Study, path: Path) -> dict:
               f"{best.value:.4f} (weighted held-out loss {s.get('objective')})\n"
               f"# decay branches of {s.get('decay_steps')} steps from {s.get('checkpoint')}; data: "
               f"{s.get('data')}\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    write_yaml(path, doc, header)
     return doc
 
 

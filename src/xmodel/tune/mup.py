@@ -13,12 +13,12 @@ import math
 from pathlib import Path
 
 import optuna
-import yaml
 
 from ..config import Config, config_to_dict
 from .data import TuneData
 from .runs import HeldoutObjective, budget_overrides, fit_to_data, run_budgeted
 from .space import MUP_SPACE, clean, derive, grid_statement, mup_overrides, nest, suggest
+from .study import write_yaml
 
 
 def trial_base(cfg: Config, data: TuneData) -> Config:
@@ -95,10 +95,7 @@ def write_best_config(study: optuna.Study, path: Path) -> dict:
               f"# ({s.get('data', '?')}). μP values transfer across widths: train another size with\n"
               f"#   xmodel train --preset xmodel-2-1.2b --config {path.name} --data DIR --tokenizer DIR\n"
               f"# (the data section is the one the trials trained on).\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    write_yaml(path, doc, header)
     return doc
 
 

@@ -204,3 +204,16 @@ def _requeue_interrupted(study: optuna.Study, number: int | None, log) -> None:
     if frozen.state == TrialState.FAIL:
         optuna.storages.RetryHeartbeatStaleTrialCallback()(study, frozen)
         log(f"trial {number} interrupted; queued again with the same parameters (rerun the command to resume)")
+
+
+def write_yaml(path, doc: dict, header: str = "") -> None:
+    """Write `doc` as YAML under a comment header, atomically (temporary name, then rename)."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
