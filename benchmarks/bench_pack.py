@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--code-docs", type=int, default=1500)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tasks", type=int, default=0, help="datatrove tasks (default 2 per worker)")
     args = ap.parse_args()
 
     from xmodel.config.core import build_section
@@ -70,7 +71,7 @@ def main() -> None:
                 f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
         mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
         cfg = build_section(DataConfig, {
-            "seq_len": 2048, "tasks": 2 * args.workers, "workers": args.workers,
+            "seq_len": 2048, "tasks": args.tasks or 2 * args.workers, "workers": args.workers,
             "sources": [{"name": "text", "paths": [str(corpus)]}],
             "dedup": {"exact": False, "near": False}, "heldout": {"fraction": 0.0}}, "data")
         tok = load_tokenizer(tok_dir)
