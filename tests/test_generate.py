@@ -24,6 +24,21 @@ def test_cached_greedy_equals_full_recompute():
     assert torch.equal(cached, greedy_by_recompute(model, prompt, 32))
 
 
+def test_generate_uses_the_cache_it_is_given():
+    """Each step's scores equal a full recompute over the whole context. A random model's greedy tokens barely
+    depend on the context (it repeats one token), so the scores are compared, not only the tokens: a model that
+    dropped the cache transformers passes (`cache=` since transformers 5.x) would see one token per step."""
+    torch.manual_seed(0)
+    model = XmodelForCausalLM(small_config(initializer_range=0.2)).eval()
+    prompt = torch.randint(3, 211, (1, 9))
+    out = model.generate(prompt, max_new_tokens=6, min_new_tokens=6, do_sample=False, eos_token_id=None,
+                         output_scores=True, return_dict_in_generate=True)
+    for step, scores in enumerate(out.scores):
+        with torch.no_grad():
+            full = model(out.sequences[:, :9 + step], use_cache=False).logits[:, -1]
+        torch.testing.assert_close(scores, full, rtol=1e-4, atol=1e-4)
+
+
 def test_left_padded_batch_equals_one_by_one():
     torch.manual_seed(1)
     model = XmodelForCausalLM(small_config()).eval()

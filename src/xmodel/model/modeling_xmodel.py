@@ -139,6 +139,16 @@ class XmodelDecoderLayer(GradientCheckpointingLayer):
         return hidden_states + mlp_out * self.residual_scale
 
 
+# transformers 5.x renamed the KV cache argument and output field `past_key_values` to `cache`; generate()
+# passes `cache=`. The forwards accept both names, and outputs fill whichever field this version has.
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def cache_of(output):
+    """The KV cache an output carries, under either field name."""
+    return getattr(output, CACHE_FIELD, None)
+
+
 class XmodelPreTrainedModel(PreTrainedModel):
     config_class = XmodelConfig
     config: XmodelConfig
@@ -212,7 +222,8 @@ class XmodelModel(XmodelPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, use_cache=None, output_hidden_states=None, **kwargs):
+                inputs_embeds=None, use_cache=None, output_hidden_states=None, cache=None, **kwargs):
+        past_key_values = cache if cache is not None else past_key_values
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
@@ -237,8 +248,8 @@ class XmodelModel(XmodelPreTrainedModel):
         if all_hidden is not None:
             all_hidden.append(hidden_states)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states,
-                                       past_key_values=past_key_values if use_cache else None,
-                                       hidden_states=tuple(all_hidden) if all_hidden is not None else None)
+                                       hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+                                       **{CACHE_FIELD: past_key_values if use_cache else None})
 
 
 class XmodelForCausalLM(XmodelPreTrainedModel, GenerationMixin):
@@ -252,28 +263,28 @@ class XmodelForCausalLM(XmodelPreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, output_hidden_states=None,
-                logits_to_keep: int = 0, num_items_in_batch=None, return_logits: bool = True,
+                logits_to_keep: int = 0, num_items_in_batch=None, return_logits: bool = True, cache=None,
                 **kwargs) -> CausalLMOutputWithPast:
         """As LlamaForCausalLM's forward. With labels and ``return_logits=False`` the loss is computed chunk by
         chunk without materialising the B·T·V logits (`xmodel.model.fused_loss`) and ``logits`` is None."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
-                         output_hidden_states=output_hidden_states)
+                         past_key_values=cache if cache is not None else past_key_values,
+                         inputs_embeds=inputs_embeds, use_cache=use_cache, output_hidden_states=output_hidden_states)
         hidden = out.last_hidden_state / self.config.width_mult  # μP op 5: logits ÷ m
         if labels is not None and not return_logits:
             targets = shift_labels(labels.to(hidden.device))
             total = linear_cross_entropy(hidden, self.lm_head.weight, targets)
             count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
-            return CausalLMOutputWithPast(loss=total / count, logits=None, past_key_values=out.past_key_values,
-                                          hidden_states=out.hidden_states)
+            return CausalLMOutputWithPast(loss=total / count, logits=None, hidden_states=out.hidden_states,
+                                          **{CACHE_FIELD: cache_of(out)})
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, num_items_in_batch)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
-                                      hidden_states=out.hidden_states)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                      **{CACHE_FIELD: cache_of(out)})
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from ...model.modeling_xmodel import CACHE_FIELD, cache_of
 from .loop import Request
 
 
@@ -91,7 +92,7 @@ class LMPolicy:
             ids = torch.tensor([self.prefix_ids(prefix)], device=self.device)
             with torch.inference_mode():
                 out = self.model(input_ids=ids, use_cache=True)
-            self._prefix_kv[prefix] = out.past_key_values
+            self._prefix_kv[prefix] = cache_of(out)
         return self._prefix_kv[prefix]
 
     # ------------------------------------------------------------------ generation
@@ -139,7 +140,7 @@ class LMPolicy:
         cache.batch_repeat_interleave(len(suffixes))
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                      past_key_values=cache, **self._generate_kwargs(stops, width))
+                                      **{CACHE_FIELD: cache}, **self._generate_kwargs(stops, width))
         return self._decode(out, width, stops)
 
     def complete(self, requests: list[Request]) -> list[str]:
