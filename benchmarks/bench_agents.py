@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import xmodel  # noqa: E402,F401
-from xmodel.data_root import resolve_data_root  # noqa: E402
+from xmodel.data.root import data_root as resolve_data_root  # noqa: E402
 from xmodel.eval.agents import qa  # noqa: E402
 from xmodel.eval.agents.loop import run_episodes  # noqa: E402
 from xmodel.eval.agents.policy import GenerationSettings, LMPolicy  # noqa: E402
