@@ -32,7 +32,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast 
 
 from xmodel import XmodelForCausalLM  # noqa: E402
 from xmodel.config import load_config  # noqa: E402
-from xmodel.data_root import resolve_data_root  # noqa: E402
+from xmodel.data.root import data_root as resolve_data_root  # noqa: E402
 
 
 def train_tokenizer(data_root: Path, vocab_size: int) -> PreTrainedTokenizerFast:
