@@ -110,7 +110,10 @@ def set_threads(args) -> None:
     import torch
 
     workers = max(1, getattr(args, "workers", 1))
-    threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
+    # With several workers the launching process trains nothing but the mixture search's shared stable stage,
+    # before the workers start: that gets every core; each worker gets its share.
+    launcher = workers > 1 and getattr(args, "worker_index", None) is None
+    threads = args.threads or max(1, (os.cpu_count() or 1) // (1 if launcher else workers))
     torch.set_num_threads(threads)
 
 
