@@ -6,6 +6,8 @@ One random-weight model of a preset (default `tiny`: d512, 21 layers, 65,280 voc
 * ``hf generate (Llama)``       transformers' `generate` on the μP-folded `LlamaForCausalLM` export
 * ``hf generate (Llama, static)`` the same with transformers' static cache
 * ``xmodel engine``             `xmodel.inference.Generator` (preallocated KV cache, own decode loop)
+* ``xmodel engine, int8 weights`` the same after `quantize_int8` (int8 weight-only linears, bf16 elsewhere —
+                                 not the same numbers: a speed option, compared with both precisions' baseline)
 * ``llama.cpp <type>``          the GGUF export in llama-cpp-python (batch 1; skipped if not installed)
 
 each for batch 1 and batch 8, greedy, `--new` tokens after a `--prompt`-token prompt, in fp32 and (for the
@@ -30,6 +32,7 @@ from xmodel import XmodelForCausalLM
 from xmodel.config import load_config
 from xmodel.export.llama import to_llama
 from xmodel.inference import Generator, SamplingParams
+from xmodel.inference.quantize import quantize_int8
 
 
 class IdsOnly:
@@ -89,6 +92,7 @@ def main() -> None:
     cfg = load_config(args.preset).model
     model = XmodelForCausalLM(cfg).eval()
     llama = to_llama(model).eval()
+    int8 = quantize_int8(copy.deepcopy(model))
     print(f"preset {args.preset}: d{cfg.hidden_size} L{cfg.num_hidden_layers} V{cfg.vocab_size}, prompt {args.prompt}"
           f" + {args.new} new tokens, greedy, {args.threads} threads, torch {torch.__version__}")
 
@@ -111,6 +115,7 @@ def main() -> None:
                 "hf generate (Llama)": hf_runner(hf_llama, ids, args.new),
                 "hf generate (Llama, static cache)": hf_runner(hf_llama, ids, args.new, "static"),
                 "xmodel engine": engine_runner(ours, ids, args.new),
+                "xmodel engine, int8 weights": engine_runner(int8, ids, args.new),
             }
             if dtype == torch.float32 and batch == 1:
                 for name, path in gguf_files.items():

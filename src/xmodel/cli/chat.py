@@ -27,6 +27,9 @@ def add_model_args(parser) -> None:
                         help="weights and compute precision (auto: the checkpoint's; bfloat16 is about 2x faster "
                              "on recent CPUs)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--quantize", default="none", choices=["none", "int8"],
+                        help="int8: int8 weight-only linear layers, bf16 elsewhere — about 2x faster decoding on "
+                             "CPU, slightly different logits (default none)")
 
 
 def register(sub) -> None:
@@ -58,7 +61,8 @@ def run(args) -> int:
     from ..inference.runtime import load_generator
 
     params = sampling_from_args(args)
-    generator = load_generator(args.model, args.tokenizer, args.dtype, default_device(args.device), 1)
+    generator = load_generator(args.model, args.tokenizer, args.dtype, default_device(args.device), 1,
+                               quantize=args.quantize)
     if not getattr(generator.tokenizer, "chat_template", None):
         raise XmodelError(f"{args.tokenizer or args.model}: the tokenizer has no chat template")
     session = ChatSession(generator, params, args.system)

@@ -55,12 +55,15 @@ def stop_token_ids(model, tokenizer, model_dir: Path | None = None) -> set[int]:
 
 
 def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = None, dtype: str = "auto",
-                   device: str = "cpu", max_batch_size: int = 64) -> Generator:
+                   device: str = "cpu", max_batch_size: int = 64, quantize: str = "none") -> Generator:
+    """A `Generator` for a model directory; `quantize="int8"` stores the linear weights as int8
+    (`xmodel.inference.quantize`: faster decoding on CPU, not bit-exact)."""
     from ..cli.common import require_model_dir
+    from .quantize import apply_quantization
 
     path = require_model_dir(str(model_dir))
     tokenizer = load_tokenizer(tokenizer_dir or path)
-    model = load_model(path, dtype, device)
+    model = apply_quantization(load_model(path, dtype, device), quantize)
     if len(tokenizer) > model.config.vocab_size:
         raise XmodelError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                           f"{model.config.vocab_size}")
