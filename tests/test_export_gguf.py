@@ -6,6 +6,8 @@ a GPT-2-style byte-level BPE and a SentencePiece-style BPE.
 """
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -275,10 +277,27 @@ def greedy_llama_cpp(llm, ids, steps):
     return out
 
 
+def llama_cpp_or_skip(gguf_path):
+    """The llama_cpp module, after checking in a child process that it can evaluate this file here. A llama.cpp
+    built for instructions this machine cannot run (AMX tiles in a sandbox that does not grant them, used for
+    some weight types only) dies with SIGILL, which would take the whole test session down with it; the probe
+    turns that into a skip that says why."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    code = ("import sys, llama_cpp; llm = llama_cpp.Llama(sys.argv[1], n_ctx=64, verbose=False); "
+            "llm.eval(list(range(4, 36))); llm.close()")
+    proc = subprocess.run([sys.executable, "-c", code, str(gguf_path)], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        signal = f", killed by signal {-proc.returncode}" if proc.returncode < 0 else ""
+        pytest.skip(f"llama.cpp cannot evaluate {gguf_path.name} on this machine (exit {proc.returncode}{signal}); "
+                    "rebuild it portably: CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install --no-cache-dir llama-cpp-python")
+    return llama_cpp
+
+
 @pytest.mark.parametrize("kind", ["unigram", "raw", "bpe", "spbpe"])
 def test_llama_cpp_tokenizes_like_tokenizers(checkpoints, tmp_path, kind):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp")
     path, _ = export_gguf(checkpoints[kind], tmp_path / f"{kind}.gguf", "f16")
+    llama_cpp = llama_cpp_or_skip(path)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(checkpoints[kind])
     llm = llama_cpp.Llama(str(path), n_ctx=64, verbose=False)
     try:
@@ -319,8 +338,9 @@ def test_llama_cpp_tokenizes_like_tokenizers(checkpoints, tmp_path, kind):
 
 @pytest.mark.parametrize("gguf_type", ["f32", "f16", "q8_0"])
 def test_llama_cpp_greedy_continuations_match_pytorch(checkpoints, tmp_path, gguf_type):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp")
     path, _ = export_gguf(checkpoints["unigram"], tmp_path / "m.gguf", gguf_type)
+    llama_cpp = llama_cpp_or_skip(path)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(checkpoints["unigram"])
     model = XmodelForCausalLM.from_pretrained(checkpoints["unigram"]).eval()
     llm = llama_cpp.Llama(str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=2)
