@@ -46,15 +46,14 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
     For inference only: the int8 weights have no gradients and the model can no longer be trained or saved as
     an Xmodel checkpoint."""
-    model = model.to(torch.bfloat16).eval()
     targets = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not targets:
         raise XmodelError("int8 quantization: the model has no linear layers")
-    for name, linear in targets:
+    for name, linear in targets:  # from the weights as they are (fp32 usually), before the cast to bf16
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, Int8Linear(linear).to(linear.weight.device))
-    return model
+    return model.to(torch.bfloat16).eval()  # casts floating-point tensors only: the int8 weights stay int8
 
 
 def apply_quantization(model: nn.Module, quantize: str) -> nn.Module:
