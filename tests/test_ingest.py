@@ -83,6 +83,22 @@ def test_tasks_split_the_records_disjointly_and_completely(shared_data):
     assert all(uid >> 56 == 3 for uid in full)  # the source index lives in the top byte
 
 
+def test_tasks_get_equal_bytes_when_document_lengths_vary(shared_data, tmp_path):
+    # Real documents, every tenth one made 40x longer: dealing by count would give the task that happens to
+    # own the long ones far more text; dealing by size keeps every task within one document of the mean.
+    docs = real_docs(shared_data, 400)
+    path = tmp_path / "skewed.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i, d in enumerate(docs):
+            text = d["text"] * (40 if i % 10 == 0 else 1)
+            f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+    sizes = [sum(len(json.dumps({"text": text_of(r, "text")}, ensure_ascii=False)) for r in
+                 iter_records([path], "auto", 0, SkipLog(), rank=k, world_size=3)) for k in range(3)]
+    longest = max(len(line) for line in path.read_text(encoding="utf-8").splitlines())
+    assert max(sizes) - min(sizes) <= longest
+    assert max(sizes) / min(sizes) < 1.1
+
+
 # ---- bad inputs -------------------------------------------------------------------------------------------------
 
 def test_malformed_json_and_invalid_utf8_are_counted_with_their_line(shared_data, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import heapq
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -134,8 +135,8 @@ def _decode(raw: bytes, where: str, skips: SkipLog) -> str | None:
 
 
 # ---- per-format record readers ----------------------------------------------------------------------------
-# Each yields (index_in_file, where, payload_or_None); None = skipped (already counted). `wanted(index)` says
-# whether this task owns the record, so a task parses only its own share.
+# Each yields (index_in_file, where, payload_or_None); None = skipped (already counted). `wanted(index, size)`
+# says whether this task owns the record (size: its raw bytes where known), so a task parses only its own share.
 
 def _read_jsonl(path: Path, wanted, skips: SkipLog, label: str):
     index = 0
@@ -145,7 +146,7 @@ def _read_jsonl(path: Path, wanted, skips: SkipLog, label: str):
                 if not raw.strip():
                     continue
                 i, index = index, index + 1
-                if not wanted(i):
+                if not wanted(i, len(raw)):
                     continue
                 where = f"{label}:{line_no}"
                 text = _decode(raw, where, skips)
@@ -175,7 +176,7 @@ def _read_text(path: Path, split: str, wanted, skips: SkipLog, label: str):
         skips.skip("unreadable_file", label, str(e).splitlines()[0] if str(e) else type(e).__name__)
         return
     if split == "file":
-        if not wanted(0):
+        if not wanted(0, len(data)):
             return
         try:
             yield 0, f"{label}:1", data.decode("utf-8")
@@ -196,7 +197,7 @@ def _read_text(path: Path, split: str, wanted, skips: SkipLog, label: str):
             block, block_line = [raw], line_no
         if boundary and block:
             i, index = index, index + 1
-            if wanted(i):
+            if wanted(i, sum(len(b) + 1 for b in block)):
                 where = f"{label}:{block_line}"
                 text = _decode(b"\n".join(block), where, skips)
                 yield i, where, text
@@ -251,11 +252,14 @@ def iter_records(files: list[Path], fmt: str, source_index: int, skips: SkipLog,
                  rank: int = 0, world_size: int = 1, labels: list[str] | None = None) -> Iterator[Record]:
     """The records of one source that task `rank` of `world_size` owns, in file order.
 
-    With at least two files per task (and no max_docs) tasks take whole files, otherwise every
-    `world_size`-th record — either way each record belongs to exactly one task and the split is deterministic.
+    With at least two files per task (and no max_docs) tasks take whole files; otherwise records are dealt out
+    one by one, each to the task with the fewest bytes so far (`_Dealer`), so tasks finish together even when
+    document lengths vary a lot. Either way each record belongs to exactly one task and the split is
+    deterministic: every task reads the same sizes in the same order and deals the same way.
     """
     by_file = max_docs is None and len(files) >= 2 * world_size
-    seen = 0  # records in earlier files (the global ordinal of record-level splitting and of max_docs)
+    seen = 0  # records in earlier files (the global ordinal of max_docs)
+    dealer = _Dealer(world_size)
     for file_index, path in enumerate(files):
         if by_file and file_index % world_size != rank:
             continue
@@ -263,13 +267,13 @@ def iter_records(files: list[Path], fmt: str, source_index: int, skips: SkipLog,
         base = (source_index << SOURCE_SHIFT) | (file_index << FILE_SHIFT)
         counted = [0]
 
-        def wanted(i: int, first=seen) -> bool:
+        def wanted(i: int, size: int = 1, first=seen) -> bool:
             if max_docs is not None and first + i >= max_docs:
                 raise _Stop
             if i >= MAX_RECORDS:
                 raise XmodelError(f"{label}: more than {MAX_RECORDS} records in one file")
             counted[0] = i + 1
-            return by_file or (first + i) % world_size == rank
+            return by_file or dealer.deal(size) == rank
 
         kind = detect_format(path) if fmt == "auto" else fmt
         if kind == "jsonl":
@@ -295,6 +299,19 @@ def iter_records(files: list[Path], fmt: str, source_index: int, skips: SkipLog,
 
 class _Stop(Exception):
     pass
+
+
+class _Dealer:
+    """Deals records to `tasks` tasks: each goes to the task with the least weight so far (lowest rank on a
+    tie). With equal weights this is round-robin; with byte sizes it balances the tokeniser's work."""
+
+    def __init__(self, tasks: int):
+        self.heap = [(0, r) for r in range(tasks)]
+
+    def deal(self, weight: int) -> int:
+        load, rank = self.heap[0]
+        heapq.heapreplace(self.heap, (load + max(1, weight), rank))
+        return rank
 
 
 def _is_empty(path: Path) -> bool:

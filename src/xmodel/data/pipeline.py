@@ -288,7 +288,7 @@ class TokenizePack(PipelineStep):
         chars: dict[str, int] = {}
         batch: list[Document] = []
         batch_chars = 0
-        eos = np.array([self.eos_id], dtype=np.int64)
+        dtype = np.dtype(self.dtype)
 
         def writer(source: str, split: str) -> ShardWriter:
             key = (source, split)
@@ -301,22 +301,25 @@ class TokenizePack(PipelineStep):
             plain = [d for d in batch if "spans" not in d.metadata]
             chat = [d for d in batch if "spans" in d.metadata]
             encoded = {}
+            # Token lists get their EOS appended before the one conversion to the shard's dtype (this loop is
+            # the pack stage's main cost after the tokeniser itself).
             if plain:
                 for d, enc in zip(plain, tok.encode_batch_fast([d.text for d in plain], add_special_tokens=False)):
-                    encoded[id(d)] = (np.array(enc.ids, dtype=np.int64), None)
+                    ids = enc.ids
+                    ids.append(self.eos_id)
+                    encoded[id(d)] = (np.array(ids, dtype=dtype), None)
             if chat:
                 for d, enc in zip(chat, tok.encode_batch([d.text for d in chat], add_special_tokens=False)):
-                    ids = np.array(enc.ids, dtype=np.int64)
-                    starts = np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(ids))
+                    ids = enc.ids
+                    ids.append(self.eos_id)
+                    starts = np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(ids) - 1)
                     mask = np.zeros(len(ids), dtype=bool)
+                    mask[-1] = True  # the EOS ends the answer: it is learned
                     for a, b in d.metadata["spans"]:
-                        mask |= (starts >= a) & (starts < b)
-                    encoded[id(d)] = (ids, mask if self.mask_prompt else None)
+                        mask[:-1] |= (starts >= a) & (starts < b)
+                    encoded[id(d)] = (np.array(ids, dtype=dtype), mask if self.mask_prompt else None)
             for d in batch:  # in stream order, so the packing is deterministic
                 ids, mask = encoded[id(d)]
-                ids = np.concatenate([ids, eos])
-                if mask is not None:
-                    mask = np.concatenate([mask, [True]])
                 source = d.metadata["source"]
                 split = "train"
                 if is_heldout_hash(d.metadata["hi"], self.heldout_fraction) \

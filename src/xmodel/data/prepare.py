@@ -242,6 +242,14 @@ def prepare_data(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLi
     t0 = time.perf_counter()
     total = None
     for stage in build_stages(plan):
+        if stage.name == "manifest":
+            # One small task that writes the manifest last; run here rather than through an executor, whose
+            # process manager would take longer to start than the task takes. No completion mark is needed:
+            # a finished manifest is what the next run checks first.
+            for step in stage.pipeline:
+                for _ in step.run(None, rank=0, world_size=1):
+                    pass
+            continue
         run_stage(stage.name, stage.pipeline, stage.tasks, plan.cfg.workers, out / WORK, total=total,
                   progress=progress and stage.progress)
         if stage.name == "signatures":
