@@ -39,6 +39,10 @@ from .simhash import SimHasher, content_hash, is_heldout_hash
 SIG_BATCH = 2048
 TOKENIZE_BATCH_DOCS = 512
 TOKENIZE_BATCH_CHARS = 4_000_000
+# The Unigram model memoises pre-token → pieces in a cache of 10,000 entries that stops filling once full; a
+# 12 MB mixed corpus has ~180K distinct pre-tokens, and a cache of this size tokenises it 10-30 % faster
+# (benchmarks/bench_pack.py, docs/PERFORMANCE.md) for ~30 MB per task process. Same output either way.
+TOKENIZER_CACHE_ENTRIES = 200_000
 
 
 def _write_task_json(work: str, name: str, obj) -> None:
@@ -111,9 +115,10 @@ class ReadSources(PipelineStep):
                 if sample is not None:
                     meta["sample"] = sample
                 read += 1
-                self.stat_update("documents")
                 progress.tick()
                 yield Document(text=text, id=str(rec.uid), metadata=meta)
+            if read:
+                self.stat_update("documents", value=read)
             entry = report.setdefault(inp["source"], {"read": 0, "skips": SkipLog().to_dict()})
             entry["read"] += read
             merged = SkipLog.from_dict(entry["skips"])
@@ -224,11 +229,12 @@ class DropRemoved(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         from .dedup import load_removed
 
-        removed = load_removed(Path(self.folder)) if self.folder else np.zeros(0, np.uint64)
+        if not self.folder:  # dedup off
+            yield from data
+            return
+        removed = set(load_removed(Path(self.folder)).tolist())
         for doc in data:
-            uid = np.uint64(doc.metadata["uid"])
-            i = np.searchsorted(removed, uid)
-            if i < len(removed) and removed[i] == uid:
+            if doc.metadata["uid"] in removed:
                 self.stat_update("dropped")
                 continue
             yield doc
@@ -283,6 +289,9 @@ class TokenizePack(PipelineStep):
         from ..tokenizer.train import load_tokenizer
 
         tok = load_tokenizer(self.tokenizer_dir)
+        resize = getattr(tok.model, "_resize_cache", None)  # tokenizers >= 0.21.1
+        if resize is not None:
+            resize(TOKENIZER_CACHE_ENTRIES)
         writers: dict[tuple[str, str], ShardWriter] = {}
         heldout_tokens: dict[str, int] = {}
         chars: dict[str, int] = {}
