@@ -6,9 +6,11 @@ Same shape (the `tiny` preset by default), batch, sequence and weights. Baseline
 * HF + switches: the same with bf16 autocast, `torch.compile` and fused/foreach AdamW — the switches Xmodel uses.
 
 Xmodel's step is the trainer's own `forward_backward` + clip + AdamW with μP groups, with the config's loss
-(`chunked` cross-entropy by default) and precision. Prints both ratios. Goals: ≥ 2.5× and ≥ 1.2×.
+(`chunked` cross-entropy by default) and precision. All variants are built and compiled first, then timed one
+step each in turn for `--steps` rounds; the ratios are medians of the rounds' ratios (this VM's speed drifts by
+tens of percent over minutes). Goals: ≥ 2.5× and ≥ 1.2×.
 
-    python benchmarks/bench_train.py [--preset tiny] [--batch 4] [--seq 256] [--steps 4] [--no-compile]
+    python benchmarks/bench_train.py [--preset tiny] [--batch 4] [--seq 256] [--steps 6] [--no-compile]
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ def xmodel_step_fn(model, step_model, optimizer, ids, bf16: bool, chunked: bool)
     return step
 
 
-def timed(fn, steps: int) -> list[float]:
-    fn()  # warm-up (and compilation)
-    fn()
+def timed(fn, steps: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):  # warm-up (and compilation)
+        fn()
     out = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -72,7 +74,7 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=6, help="timed rounds (one step of every variant each)")
     ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out of every variant")
     ap.add_argument("--variants", default="all", help="comma list of variant names to run (default all)")
     args = ap.parse_args()
@@ -112,18 +114,29 @@ def main() -> None:
     print(f"preset {args.preset} ({sum(p.numel() for p in XmodelForCausalLM(cfg).parameters()) / 1e6:.1f}M "
           f"params), batch {args.batch} × seq {args.seq}, {torch.get_num_threads()} threads; measured bf16 "
           f"matmul peak {peak_bf16 / 1e9:.0f} GFLOP/s")
-    results = {}
+    # Every variant is built and warmed up (compiled) first; then the timed steps go round-robin over the
+    # variants, so a drift in this machine's speed over minutes hits all of them alike.
+    steps = {}
     for name, make in variants.items():
-        step = make()
-        t = statistics.median(timed(step, args.steps))
-        results[name] = tokens / t
-        print(f"  {name:36s} {results[name]:8.0f} tok/s   MFU {results[name] * flops_per_token / peak_bf16:6.1%}",
-              flush=True)
-        del step
+        steps[name] = make()
+        timed(steps[name], 0)
+    seconds = {name: [] for name in steps}
+    for _ in range(args.steps):
+        for name, step in steps.items():
+            seconds[name].extend(timed(step, 1, warmup=0))
+    results = {name: tokens / statistics.median(ts) for name, ts in seconds.items()}
+    for name, tps in results.items():
+        print(f"  {name:36s} {tps:8.0f} tok/s   MFU {tps * flops_per_token / peak_bf16:6.1%}", flush=True)
     best = max((k for k in results if k.startswith("xmodel")), key=results.get)
+
+    def ratio(baseline: str) -> str:
+        per_round = [b / x for x, b in zip(seconds[best], seconds[baseline])]
+        return (f"{statistics.median(per_round):.2f}x (median of {len(per_round)} rounds; "
+                f"{min(per_round):.2f}-{max(per_round):.2f}x)")
+
     print(f"best xmodel variant: {best}")
-    print(f"ratio vs HF eager fp32:          {results[best] / results['hf eager fp32']:.2f}x")
-    print(f"ratio vs HF with the same switches: {results[best] / results['hf bf16+compile+foreach']:.2f}x")
+    print(f"ratio vs HF eager fp32:             {ratio('hf eager fp32')}")
+    print(f"ratio vs HF with the same switches: {ratio('hf bf16+compile+foreach')}")
 
 
 if __name__ == "__main__":

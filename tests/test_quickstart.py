@@ -19,8 +19,14 @@ def test_quickstart_end_to_end(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Xmodel quickstart done" in res.stdout
     summary = json.loads((out / "summary.json").read_text())
-    # The decay branch ends below the stable stage on the same held-out set.
-    assert summary["decay"]["stable_heldout_loss"] < summary["stable"]["stable_heldout_loss"]
+    # The stable stage learned (its held-out loss ends 2 nats below its first step's training loss, ~10.6), and
+    # the decay branch ends below the stable checkpoint on the decay mixture's held-out set and on WikiText-2.
+    # The stable mixture's held-out loss is reported, not asserted: in 8 nano steps the 64 % SFT share can move
+    # it either way (7.08 vs 6.91 in one run).
+    first = json.loads((out / "stable" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 1 and summary["stable"]["stable_heldout_loss"] < first["loss"] - 2.0
+    assert summary["decay"]["decay_heldout_loss"] < summary["stable"]["decay_heldout_loss"]
+    assert summary["wikitext2"]["decay"]["loss"] < summary["wikitext2"]["stable"]["loss"]
     for name in ("report.md", "report.html", "plots/loss.png", "plots/lr.png", "stable/metrics.jsonl",
                  "decay/metrics.jsonl", "eval/results.json"):
         assert (out / name).is_file(), name

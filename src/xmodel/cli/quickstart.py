@@ -39,8 +39,9 @@ def run(args) -> int:
     print(f"plots:      {s['output']}/plots/loss.png, lr.png")
     print(f"metrics:    {s['output']}/stable/metrics.jsonl, {s['output']}/decay/metrics.jsonl")
     print(f"model:      {s['model_dir']}  (AutoModelForCausalLM.from_pretrained after `import xmodel`)")
-    print(f"held-out loss (stable mixture): stable {s['stable']['stable_heldout_loss']:.3f} → "
-          f"decay {s['decay']['stable_heldout_loss']:.3f}")
+    for mix in ("stable", "decay"):
+        print(f"held-out loss ({mix} mixture): stable {s['stable'][f'{mix}_heldout_loss']:.3f} → "
+              f"decay {s['decay'][f'{mix}_heldout_loss']:.3f}")
     print(f"WikiText-2 perplexity: stable {w['stable']['perplexity']:.1f} → decay {w['decay']['perplexity']:.1f}")
     for row in s["samples"]:
         print(f"  {row['prompt']!r} → {row['completion']!r}")
