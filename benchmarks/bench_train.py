@@ -3,7 +3,7 @@
 Same shape (the `tiny` preset by default), batch, sequence and weights. Baselines, measured in the same run:
 
 * HF eager: `LlamaForCausalLM` + `torch.optim.AdamW`, fp32, no compile;
-* HF + switches: the same with bf16 autocast, `torch.compile` and fused/foreach AdamW — the switches Xmodel uses.
+* HF + switches: the same with bf16 autocast, `torch.compile` and fused AdamW — the switches Xmodel uses.
 
 Xmodel's step is the trainer's own `forward_backward` + clip + AdamW with μP groups, with the config's loss
 (`chunked` cross-entropy by default) and precision. All variants are built and compiled first, then timed one
@@ -87,7 +87,7 @@ def main() -> None:
 
     def make_hf(switches: bool):
         model = llama_like(cfg).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=switches or None)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=switches or None)
         step_model = torch.compile(model) if switches and compile_ok else model
         return hf_step_fn(step_model, opt, ids, bf16=switches)
 
@@ -99,7 +99,7 @@ def main() -> None:
 
     variants = {
         "hf eager fp32": lambda: make_hf(False),
-        "hf bf16+compile+foreach": lambda: make_hf(True),
+        "hf bf16+compile+fused": lambda: make_hf(True),
         "xmodel fp32 standard-loss": lambda: make_xmodel(False, False, False),
         "xmodel bf16 standard-loss": lambda: make_xmodel(True, False, False),
         "xmodel bf16 chunked-loss": lambda: make_xmodel(True, True, False),
@@ -136,7 +136,7 @@ def main() -> None:
 
     print(f"best xmodel variant: {best}")
     print(f"ratio vs HF eager fp32:             {ratio('hf eager fp32')}")
-    print(f"ratio vs HF with the same switches: {ratio('hf bf16+compile+foreach')}")
+    print(f"ratio vs HF with the same switches: {ratio('hf bf16+compile+fused')}")
 
 
 if __name__ == "__main__":

