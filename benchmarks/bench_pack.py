@@ -79,6 +79,7 @@ def main() -> None:
 
     root = data_root(args.data_root)
     work = Path(tempfile.mkdtemp(prefix="bench_pack_"))
+    conn = server = None
     try:
         tok_dir = args.tokenizer
         if tok_dir is None:
@@ -98,12 +99,12 @@ def main() -> None:
                     "sources": [{"name": "text", "paths": [str(corpus)]}],
                     "dedup": {"exact": False, "near": False}, "heldout": {"fraction": 0.0}}
         cfg = build_section(DataConfig, cfg_dict, "data")
-        conn = None
         if not args.same_process:
             ctx = multiprocessing.get_context("spawn")
             conn, child_conn = ctx.Pipe()
             server = ctx.Process(target=_prepare_server, args=(child_conn, cfg_dict, str(tok_dir), str(root)))
             server.start()
+            child_conn.close()  # so that recv() raises EOFError if the server dies instead of waiting forever
             conn.recv()
         tok = load_tokenizer(tok_dir)
         print(f"{len(texts):,} documents, {mb:.1f} MB of UTF-8 text; tokenizer {tok.get_vocab_size():,} entries; "
@@ -129,7 +130,7 @@ def main() -> None:
             assert packed == tokens + len(texts), (packed, tokens)  # every token + one EOS per document
             shutil.rmtree(out)
             big = load_tokenizer(tok_dir)
-            big.model._resize_cache(TOKENIZER_CACHE_ENTRIES)
+            getattr(big.model, "_resize_cache", lambda n: None)(TOKENIZER_CACHE_ENTRIES)
             t0 = time.perf_counter()
             big.encode_batch(texts)
             cached.append(time.perf_counter() - t0)
@@ -149,6 +150,8 @@ def main() -> None:
             conn.send(None)
             server.join()
     finally:
+        if server is not None and server.is_alive():
+            server.terminate()
         shutil.rmtree(work, ignore_errors=True)
 
 
