@@ -40,7 +40,7 @@ SIG_BATCH = 2048
 TOKENIZE_BATCH_DOCS = 512
 TOKENIZE_BATCH_CHARS = 4_000_000
 # The Unigram model memoises pre-token → pieces in a cache of 10,000 entries that stops filling once full; a
-# 12 MB mixed corpus has ~180K distinct pre-tokens, and a cache of this size tokenises it 10-30 % faster
+# 12 MB mixed corpus has ~180K distinct pre-tokens, and a cache of this size tokenised it 8-33 % faster
 # (benchmarks/bench_pack.py, docs/PERFORMANCE.md) for ~30 MB per task process. Same output either way.
 TOKENIZER_CACHE_ENTRIES = 200_000
 
