@@ -176,7 +176,9 @@ def test_mup_study_survives_sigkill_and_resumes(prepared, tokenizer_dir, tmp_pat
             except Exception:  # the study is being created
                 ts = []
             done = [t for t in ts if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-            running = [t for t in ts if t.state == TrialState.RUNNING]
+            # Kill only once the running trial has drawn its parameters: its retry must repeat them. (A trial
+            # killed between its creation and its first suggestion has none, and its retry draws afresh.)
+            running = [t for t in ts if t.state == TrialState.RUNNING and len(t.params) == len(MUP_SPACE)]
             if len(done) >= 2 and running:
                 proc.send_signal(signal.SIGKILL)
                 killed_trial = running[0].number
