@@ -6,6 +6,8 @@ One random-weight model of a preset (default `tiny`: d512, 21 layers, 65,280 voc
 * ``hf generate (Llama)``       transformers' `generate` on the μP-folded `LlamaForCausalLM` export
 * ``hf generate (Llama, static)`` the same with transformers' static cache
 * ``xmodel engine``             `xmodel.inference.Generator` (preallocated KV cache, own decode loop)
+* ``xmodel engine, compiled``   the same with ``compile=True``: each decode step one `torch.compile`d graph
+                                 (frozen weights, max-autotune GEMMs); its compile time is printed, not timed
 * ``xmodel engine, int8 weights`` the same after `quantize_int8` (int8 weight-only linears, bf16 elsewhere —
                                  not the same numbers: a speed option, compared with both precisions' baseline)
 * ``llama.cpp <type>``          the GGUF export in llama-cpp-python (batch 1; skipped if not installed)
@@ -53,8 +55,8 @@ def hf_runner(model, ids, new, cache=None):
     return run
 
 
-def engine_runner(model, ids, new):
-    generator = Generator(model, IdsOnly())
+def engine_runner(model, ids, new, compile=False):
+    generator = Generator(model, IdsOnly(), compile=compile)
     prompts = ids.tolist()
 
     def run():
@@ -86,6 +88,8 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--no-llama-cpp", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled engine (1-2 min of compiling "
+                                                                "per batch and precision on a CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -117,12 +121,17 @@ def main() -> None:
                 "xmodel engine": engine_runner(ours, ids, args.new),
                 "xmodel engine, int8 weights": engine_runner(int8, ids, args.new),
             }
+            if not args.no_compile:
+                systems["xmodel engine, compiled"] = engine_runner(ours, ids, args.new, compile=True)
             if dtype == torch.float32 and batch == 1:
                 for name, path in gguf_files.items():
                     systems[f"llama.cpp {name}"] = llama_cpp_runner(path, ids, args.new, args.threads)
             times = {name: [] for name in systems}
-            for run in systems.values():  # warm-up
+            for name, run in systems.items():  # warm-up (and compiling)
+                t0 = time.perf_counter()
                 run()
+                if "compiled" in name:
+                    print(f"batch {batch} {dtype}: compiling and a first run took {time.perf_counter() - t0:.0f} s")
             for r in range(args.rounds):
                 order = list(systems.items())
                 for name, run in order if r % 2 == 0 else order[::-1]:

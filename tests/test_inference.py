@@ -13,6 +13,7 @@ from xmodel import XmodelForCausalLM
 from xmodel.cli.main import main
 from xmodel.errors import XmodelError
 from xmodel.inference import Generator, SamplingParams
+from xmodel.inference.engine import CompiledDecodeStep
 from xmodel.inference.chat import ChatSession
 from xmodel.inference.runtime import load_generator
 from xmodel.inference.text import IncrementalDetokenizer, StopStringFilter
@@ -196,3 +197,38 @@ def test_chat_cli_reads_turns_from_stdin(chat_model_dir, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("x\n"))
     assert main(["chat", str(chat_model_dir), "--top-p", "0"]) == 2
     assert "top_p: must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_decode_buckets_are_powers_of_two_and_window_multiples():
+    bucket = CompiledDecodeStep.bucket
+    assert bucket(1, 40) == (1, 256) and bucket(3, 256) == (4, 256) and bucket(5, 257) == (8, 512)
+    assert bucket(8, 1000) == (8, 1024)
+
+
+@pytest.mark.slow
+def test_compiled_decode_gives_the_eager_engines_output(chat_model_dir):
+    """The compiled path (padded batch, fixed cache window, 4-D mask) decodes what the eager engine decodes:
+    left padding, per-row sampling, repetition penalty, stop strings, budgets; one compile serves every
+    request of the same bucket."""
+    eager = make_generator(chat_model_dir)
+    compiled = Generator(eager.model, eager.tokenizer, eager.stop_token_ids, compile=True)
+    torch.manual_seed(2)
+    prompts = [torch.randint(4, 80, (n,)).tolist() for n in (9, 3, 6, 4)]
+    params = [greedy(24), SamplingParams(max_new_tokens=24, temperature=1.2, top_p=0.9, seed=5),
+              greedy(12, repetition_penalty=1.5)]
+    assert tokens_of(compiled, prompts[:3], params) == tokens_of(eager, prompts[:3], params)  # 3 rows → 4
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    stop = eager.complete(prompts[:1], [greedy(30)])[0][0][4:7]
+    params = [greedy(30, stop=(stop,)), greedy(7), greedy(5), greedy(40)]
+    got = compiled.complete(prompts, params)
+    assert got[:2] == eager.complete(prompts, params)[:2]
+    assert got[1] == ["stop", "length", "length", "length"] and got[2].completion_tokens[1:] == [7, 5, 40]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # same bucket, same graph
+    assert compiled.decode_step.shapes == {(4, 256)}
+    # A second model of the same shape gets its own graphs (the first one's weights are frozen into its graph).
+    torch.manual_seed(3)
+    other = XmodelForCausalLM(small_config(vocab_size=80, initializer_range=0.5)).eval()
+    other_params = [greedy(16)] * 4
+    other_tokens = tokens_of(Generator(other, eager.tokenizer, compile=True), prompts, other_params)
+    assert other_tokens == tokens_of(Generator(other, eager.tokenizer), prompts, other_params)
+    assert other_tokens != tokens_of(compiled, prompts, other_params)

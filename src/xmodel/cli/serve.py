@@ -45,7 +45,7 @@ def run(args) -> int:
     if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
         raise XmodelError("--max-prompt-tokens: must be ≥ 1")
     generator = load_generator(args.model, args.tokenizer, args.dtype, default_device(args.device),
-                               args.max_batch_size, quantize=args.quantize)
+                               args.max_batch_size, quantize=args.quantize, compile=args.compile)
     name = args.served_model_name or Path(args.model).resolve().name
     app = create_app(generator, name, ServerLimits(
         max_body_bytes=args.max_body_bytes, max_prompt_tokens=args.max_prompt_tokens,

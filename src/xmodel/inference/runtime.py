@@ -55,9 +55,11 @@ def stop_token_ids(model, tokenizer, model_dir: Path | None = None) -> set[int]:
 
 
 def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = None, dtype: str = "auto",
-                   device: str = "cpu", max_batch_size: int = 64, quantize: str = "none") -> Generator:
+                   device: str = "cpu", max_batch_size: int = 64, quantize: str = "none",
+                   compile: bool = False) -> Generator:
     """A `Generator` for a model directory; `quantize="int8"` stores the linear weights as int8
-    (`xmodel.inference.quantize`: faster decoding on CPU, not bit-exact)."""
+    (`xmodel.inference.quantize`: faster decoding on CPU, not bit-exact); `compile` decodes through
+    `torch.compile` (`engine.CompiledDecodeStep`)."""
     from ..cli.common import require_model_dir
     from .quantize import apply_quantization
 
@@ -67,7 +69,8 @@ def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = Non
     if len(tokenizer) > model.config.vocab_size:
         raise XmodelError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                           f"{model.config.vocab_size}")
-    return Generator(model, tokenizer, stop_token_ids(model, tokenizer, path), max_batch_size=max_batch_size)
+    return Generator(model, tokenizer, stop_token_ids(model, tokenizer, path), max_batch_size=max_batch_size,
+                     compile=compile)
 
 
 def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:

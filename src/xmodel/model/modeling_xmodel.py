@@ -231,11 +231,18 @@ class XmodelModel(XmodelPreTrainedModel):
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and past_key_values is None and not self.training:
             past_key_values = DynamicCache(config=self.config)
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
-        q_len = inputs_embeds.shape[1]
-        if position_ids is None:
-            position_ids = torch.arange(past_len, past_len + q_len, device=inputs_embeds.device)[None]
-        mask = build_attention_mask(attention_mask, q_len, past_len, inputs_embeds.device)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            # A (B, 1, q, kv) boolean mask built by the caller is used as given — the engine's compiled decode
+            # step attends over a fixed-size cache window this way, without reading the cache's length.
+            if position_ids is None:
+                raise ValueError("a 4-D attention mask needs explicit position_ids")
+            mask = attention_mask
+        else:
+            past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+            q_len = inputs_embeds.shape[1]
+            if position_ids is None:
+                position_ids = torch.arange(past_len, past_len + q_len, device=inputs_embeds.device)[None]
+            mask = build_attention_mask(attention_mask, q_len, past_len, inputs_embeds.device)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
 
         hidden_states = inputs_embeds
