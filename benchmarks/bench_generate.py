@@ -149,7 +149,32 @@ def main() -> None:
     print(f"\n| batch | precision | system | tokens/s | vs hf generate (Xmodel) |\n|---|---|---|---|---|")
     for batch, label, name, tps, ratio in results:
         print(f"| {batch} | {label} | {name} | {tps:.1f} | {ratio:.2f}x |")
+    print_bandwidth_ceiling(model, results)
     tmp.cleanup()
+
+
+def print_bandwidth_ceiling(model, results) -> None:
+    """At batch 1 every weight is read once per token, so memory bandwidth bounds tokens/s for any
+    implementation. The read speed is the faster of a sum and a matrix-vector product over a weight-sized fp32
+    buffer (median of 5 each), so the bound is the best this machine was seen to do, not a datasheet figure."""
+    weights = sum(p.numel() for p in model.parameters())  # the tied head counts once
+    rows = torch.ones(weights // 512, 512)
+    vector = torch.ones(512)
+    speeds = []
+    for read in (rows.sum, lambda: torch.mv(rows, vector)):
+        timings = []
+        for _ in range(6):
+            t0 = time.perf_counter()
+            read()
+            timings.append(time.perf_counter() - t0)
+        speeds.append(rows.numel() * 4 / statistics.median(timings[1:]))
+    bandwidth = max(speeds)
+    print(f"\nread speed {bandwidth / 1e9:.1f} GB/s; at batch 1, reading every weight once per token caps any "
+          "implementation at:")
+    for batch, label, name, tps, ratio in results:
+        if batch == 1 and name == "hf generate (Xmodel)":
+            ceiling = bandwidth / (weights * (4 if label == "fp32" else 2))
+            print(f"  {label}: {ceiling:.0f} tokens/s = {ceiling / tps:.2f}x hf generate")
 
 
 def export_ggufs(model, folder: Path) -> dict[str, Path]:
