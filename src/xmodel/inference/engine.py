@@ -90,7 +90,7 @@ class CompiledDecodeStep:
 
         def decode(tokens, positions, key_ok, cache):
             return model(tokens, attention_mask=key_ok[:, None, None, :], position_ids=positions,
-                         past_key_values=cache, use_cache=True).logits[:, -1]
+                         past_key_values=cache, use_cache=True).logits[:, -1].float()  # the sampler's dtype
 
         # Dynamo keeps compiled graphs per code object. A copy of the code per instance keeps each model's graphs
         # apart: without guards on the model, a second Generator would otherwise run the first one's weights.
@@ -100,7 +100,7 @@ class CompiledDecodeStep:
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, key_ok: torch.Tensor,
                  cache: StaticKVCache, slot: int) -> torch.Tensor:
-        """Logits (B, V) after `tokens` (B, 1) at `positions` (B, 1), written to cache position `slot`;
+        """fp32 logits (B, V) after `tokens` (B, 1) at `positions` (B, 1), written to cache position `slot`;
         `key_ok` (B, window) says which cache positions each row may attend to (this one included)."""
         if tuple(key_ok.shape) not in self.shapes:
             self.shapes.add(tuple(key_ok.shape))
