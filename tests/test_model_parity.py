@@ -1,5 +1,6 @@
 """With neutral μP settings an Xmodel is exactly a Llama model."""
 
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -81,3 +82,30 @@ def test_chunked_loss_matches_standard_loss_and_gradients():
         assert abs(fused.loss.item() - ref.loss.item()) < 1e-5
         for n, p in model.named_parameters():
             assert torch.allclose(p.grad, ref_grads[n], atol=1e-6, rtol=1e-4), n
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_linear_cross_entropy_in_chunks_matches_cross_entropy(compiled):
+    """Several chunks (the last one partial), ignored targets, fp32 and bf16 autocast, eager and compiled (the
+    compiled path forms d_logits differently; see xmodel.model.fused_loss)."""
+    from xmodel.model.fused_loss import linear_cross_entropy
+    torch.manual_seed(4)
+    hidden = torch.randn(37, 16)
+    weight = torch.randn(50, 16) * 0.5
+    targets = torch.randint(0, 50, (37,))
+    targets[[0, 9, 36]] = -100
+    fn = torch.compile(linear_cross_entropy) if compiled else linear_cross_entropy
+    for autocast in (False, True):
+        h_ref, w_ref = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = (h_ref @ w_ref.t()).float()
+            ref = torch.nn.functional.cross_entropy(logits, targets, reduction="sum", ignore_index=-100)
+            got = fn(h, w, targets, chunk_size=8)
+        (ref * 0.5).backward()
+        (got * 0.5).backward()
+        tol = dict(atol=2e-2, rtol=2e-2) if autocast else dict(atol=1e-5, rtol=1e-5)
+        assert torch.allclose(got, ref, **tol), (autocast, got, ref)
+        assert torch.allclose(h.grad, h_ref.grad, **tol), autocast
+        assert torch.allclose(w.grad, w_ref.grad, **tol), autocast
+        assert h.grad[[0, 9, 36]].abs().max() == 0  # an ignored target sends no gradient to its position
