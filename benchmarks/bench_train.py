@@ -11,11 +11,16 @@ step each in turn for `--steps` rounds; the ratios are medians of the rounds' ra
 tens of percent over minutes). Goals: ≥ 2.5× and ≥ 1.2×.
 
     python benchmarks/bench_train.py [--preset tiny] [--batch 4] [--seq 256] [--steps 6] [--no-compile]
+                                     [--profile 4]
+
+`--profile N` then profiles N more steps of the best Xmodel variant and of HF with the same switches
+(alternating) and prints where a step's time goes in each, op by op (inductor kernels and matmul shapes named).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import statistics
 import sys
@@ -77,7 +82,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="timed rounds (one step of every variant each)")
     ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out of every variant")
     ap.add_argument("--variants", default="all", help="comma list of variant names to run (default all)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="then profile N steps each of the best Xmodel variant and HF with the same switches")
     args = ap.parse_args()
+    if args.profile:  # name each generated C++ kernel in the profile (set before anything is compiled)
+        import torch._inductor.config as inductor_config
+        inductor_config.cpp.enable_kernel_profile = True
     torch.manual_seed(0)
     cfg = load_config(args.preset, overrides={"train.schedule.max_lr": 1e-3}).model
     run_cfg = load_config(args.preset, overrides={"train.schedule.max_lr": 1e-3})
@@ -121,9 +131,13 @@ def main() -> None:
         steps[name] = make()
         timed(steps[name], 0)
     seconds = {name: [] for name in steps}
-    for _ in range(args.steps):
-        for name, step in steps.items():
-            seconds[name].extend(timed(step, 1, warmup=0))
+    names = list(steps)
+    for r in range(args.steps):
+        # Each round starts at the next variant, so no variant always runs right after the same neighbour
+        # (in a fixed order Xmodel always followed HF's compiled step, and the ratio came out 0.96-0.99x
+        # where alternating pairs gave 1.06-1.17x).
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            seconds[name].extend(timed(steps[name], 1, warmup=0))
     results = {name: tokens / statistics.median(ts) for name, ts in seconds.items()}
     for name, tps in results.items():
         print(f"  {name:36s} {tps:8.0f} tok/s   MFU {tps * flops_per_token / peak_bf16:6.1%}", flush=True)
@@ -137,6 +151,29 @@ def main() -> None:
     print(f"best xmodel variant: {best}")
     print(f"ratio vs HF eager fp32:             {ratio('hf eager fp32')}")
     print(f"ratio vs HF with the same switches: {ratio('hf bf16+compile+fused')}")
+    if args.profile:
+        print_profile({best: steps[best], "hf bf16+compile+fused": steps["hf bf16+compile+fused"]}, args.profile)
+
+
+def print_profile(steps: dict, n: int, rows: int = 25) -> None:
+    """Self CPU time per op and step, side by side, from `n` alternating profiled steps of each variant."""
+    from torch.profiler import profile
+
+    per_op = {name: collections.Counter() for name in steps}
+    for r in range(n):
+        for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+            with profile(record_shapes=True) as prof:
+                steps[name]()
+            for e in prof.key_averages(group_by_input_shape=True):
+                key = f"{e.key} {e.input_shapes[:2]}" if e.key == "aten::mm" else e.key
+                per_op[name][key] += e.self_cpu_time_total / 1e3 / n
+    names = list(steps)
+    print(f"\nms per step (self CPU time, {n} profiled steps each)")
+    print("".join(f"{name[:24]:>26s}" for name in names) + "  op")
+    keys = sorted(set().union(*per_op.values()), key=lambda k: -sum(c[k] for c in per_op.values()))
+    for key in keys[:rows]:
+        print("".join(f"{per_op[name][key]:26.1f}" for name in names) + f"  {key[:100]}")
+    print("".join(f"{sum(per_op[name].values()):26.1f}" for name in names) + "  total")
 
 
 if __name__ == "__main__":
