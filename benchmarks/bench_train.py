@@ -11,7 +11,11 @@ step each in turn for `--steps` rounds; the ratios are medians of the rounds' ra
 tens of percent over minutes). Goals: ≥ 2.5× and ≥ 1.2×.
 
     python benchmarks/bench_train.py [--preset tiny] [--batch 4] [--seq 256] [--steps 6] [--no-compile]
-                                     [--profile 4]
+                                     [--profile 4] [--device cuda] [--no-baselines]
+
+On a GPU, the issue's figure (Xmodel-2 1.2B at 4,096 tokens, bf16): `--device cuda --preset xmodel-2-1.2b
+--batch 1 --seq 4096 --steps 5 --no-baselines --variants "xmodel bf16 chunked-loss compile"` prints tokens/s,
+MFU against the GPU's bf16 dense peak and the variant's peak memory.
 
 `--profile N` then profiles N more steps of the best Xmodel variant and of HF with the same switches
 (alternating) and prints where a step's time goes in each, op by op (inductor kernels and matmul shapes named).
@@ -40,7 +44,7 @@ from xmodel.train.trainer import build_optimizer, forward_backward, peak_flops_p
 
 def hf_step_fn(model, optimizer, ids, bf16: bool):
     def step():
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        ctx = torch.autocast(ids.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with ctx:
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
@@ -55,7 +59,7 @@ def xmodel_step_fn(model, step_model, optimizer, ids, bf16: bool, chunked: bool)
     items = float(ids.shape[0] * (ids.shape[1] - 1))
 
     def step():
-        forward_backward(step_model, model, batch, items, torch.device("cpu"), torch.bfloat16 if bf16 else None,
+        forward_backward(step_model, model, batch, items, ids.device, torch.bfloat16 if bf16 else None,
                          chunked_loss=chunked)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -63,13 +67,20 @@ def xmodel_step_fn(model, step_model, optimizer, ids, bf16: bool, chunked: bool)
     return step
 
 
-def timed(fn, steps: int, warmup: int = 2) -> list[float]:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, steps: int, warmup: int = 2, device: torch.device = torch.device("cpu")) -> list[float]:
     for _ in range(warmup):  # warm-up (and compilation)
         fn()
     out = []
     for _ in range(steps):
+        synchronize(device)
         t0 = time.perf_counter()
         fn()
+        synchronize(device)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -84,26 +95,35 @@ def main() -> None:
     ap.add_argument("--variants", default="all", help="comma list of variant names to run (default all)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="then profile N steps each of the best Xmodel variant and HF with the same switches")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]; on CUDA the peak memory of each variant is "
+                    "printed and MFU is against the GPU's bf16 dense peak")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="time only the Xmodel variants (a large preset on a GPU: MFU and memory, no ratios)")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available here")
+    if args.profile and device.type != "cpu":
+        ap.error("--profile reads CPU self time; use it with --device cpu")
     if args.profile:  # name each generated C++ kernel in the profile (set before anything is compiled)
         import torch._inductor.config as inductor_config
         inductor_config.cpp.enable_kernel_profile = True
     torch.manual_seed(0)
     cfg = load_config(args.preset, overrides={"train.schedule.max_lr": 1e-3}).model
     run_cfg = load_config(args.preset, overrides={"train.schedule.max_lr": 1e-3})
-    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), device=device)
     tokens = args.batch * args.seq
     compile_ok = not args.no_compile
 
     def make_hf(switches: bool):
-        model = llama_like(cfg).train()
+        model = llama_like(cfg).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=switches or None)
         step_model = torch.compile(model) if switches and compile_ok else model
         return hf_step_fn(step_model, opt, ids, bf16=switches)
 
     def make_xmodel(bf16: bool, chunked: bool, compiled: bool):
-        model = XmodelForCausalLM(cfg).train()
-        opt = build_optimizer(model, run_cfg, torch.device("cpu"))
+        model = XmodelForCausalLM(cfg).to(device).train()
+        opt = build_optimizer(model, run_cfg, device)
         step_model = torch.compile(model) if compiled and compile_ok else model
         return xmodel_step_fn(model, step_model, opt, ids, bf16, chunked)
 
@@ -119,17 +139,25 @@ def main() -> None:
     if args.variants != "all":
         wanted = set(args.variants.split(","))
         variants = {k: v for k, v in variants.items() if k in wanted or k.startswith("hf")}
+    if args.no_baselines:
+        variants = {k: v for k, v in variants.items() if not k.startswith("hf")}
     flops_per_token = model_stats(cfg, args.seq).flops_per_token_train
-    peak_bf16 = peak_flops_per_device(torch.device("cpu"), torch.bfloat16)
+    peak_bf16 = peak_flops_per_device(device, torch.bfloat16)
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads")
     print(f"preset {args.preset} ({sum(p.numel() for p in XmodelForCausalLM(cfg).parameters()) / 1e6:.1f}M "
-          f"params), batch {args.batch} × seq {args.seq}, {torch.get_num_threads()} threads; measured bf16 "
-          f"matmul peak {peak_bf16 / 1e9:.0f} GFLOP/s")
+          f"params), batch {args.batch} × seq {args.seq}, {where}; "
+          f"{'measured ' if device.type == 'cpu' else ''}bf16 matmul peak {peak_bf16 / 1e9:.0f} GFLOP/s")
     # Every variant is built and warmed up (compiled) first; then the timed steps go round-robin over the
     # variants, so a drift in this machine's speed over minutes hits all of them alike.
-    steps = {}
+    steps, peak_memory = {}, {}
     for name, make in variants.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
         steps[name] = make()
-        timed(steps[name], 0)
+        timed(steps[name], 0, device=device)
+        if device.type == "cuda":  # this variant's own peak: weights, optimizer state, activations
+            peak_memory[name] = torch.cuda.max_memory_allocated(device) - before
     seconds = {name: [] for name in steps}
     names = list(steps)
     for r in range(args.steps):
@@ -137,10 +165,11 @@ def main() -> None:
         # (in a fixed order Xmodel always followed HF's compiled step, and the ratio came out 0.96-0.99x
         # where alternating pairs gave 1.06-1.17x).
         for name in names[r % len(names):] + names[:r % len(names)]:
-            seconds[name].extend(timed(steps[name], 1, warmup=0))
+            seconds[name].extend(timed(steps[name], 1, warmup=0, device=device))
     results = {name: tokens / statistics.median(ts) for name, ts in seconds.items()}
     for name, tps in results.items():
-        print(f"  {name:36s} {tps:8.0f} tok/s   MFU {tps * flops_per_token / peak_bf16:6.1%}", flush=True)
+        memory = f"   peak memory {peak_memory[name] / 2**30:6.1f} GiB" if name in peak_memory else ""
+        print(f"  {name:36s} {tps:8.0f} tok/s   MFU {tps * flops_per_token / peak_bf16:6.1%}{memory}", flush=True)
     best = max((k for k in results if k.startswith("xmodel")), key=results.get)
 
     def ratio(baseline: str) -> str:
@@ -149,6 +178,8 @@ def main() -> None:
                 f"{min(per_round):.2f}-{max(per_round):.2f}x)")
 
     print(f"best xmodel variant: {best}")
+    if args.no_baselines:
+        return
     print(f"ratio vs HF eager fp32:             {ratio('hf eager fp32')}")
     print(f"ratio vs HF with the same switches: {ratio('hf bf16+compile+fused')}")
     if args.profile:
