@@ -14,7 +14,7 @@ Two choices measured on CPU (docs/PERFORMANCE.md, "Training step"):
   ``nn.Linear`` at these shapes (K = 65,280). Under ``torch.compile`` ``w_t`` is also made contiguous, which
   inductor folds into the autocast cast and which makes the logits GEMM ≈ 1.2× faster; eagerly that
   transposed copy would cost more than it saves.
-* Under ``torch.compile`` (d_logits) is one ``where`` over a column-index comparison, which inductor fuses with
+* Under ``torch.compile``, d_logits is one ``where`` over a column-index comparison, which inductor fuses with
   the exponential into a single pass writing the compute dtype; eagerly the same values are formed in place,
   so eager peak memory stays at one fp32 chunk of logits.
 """
