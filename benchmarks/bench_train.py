@@ -141,11 +141,11 @@ def main() -> None:
         variants = {k: v for k, v in variants.items() if k in wanted or k.startswith("hf")}
     if args.no_baselines:
         variants = {k: v for k, v in variants.items() if not k.startswith("hf")}
-    flops_per_token = model_stats(cfg, args.seq).flops_per_token_train
+    stats = model_stats(cfg, args.seq)
+    flops_per_token = stats.flops_per_token_train
     peak_bf16 = peak_flops_per_device(device, torch.bfloat16)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads")
-    print(f"preset {args.preset} ({sum(p.numel() for p in XmodelForCausalLM(cfg).parameters()) / 1e6:.1f}M "
-          f"params), batch {args.batch} × seq {args.seq}, {where}; "
+    print(f"preset {args.preset} ({stats.params_total / 1e6:.1f}M params), batch {args.batch} × seq {args.seq}, {where}; "
           f"{'measured ' if device.type == 'cpu' else ''}bf16 matmul peak {peak_bf16 / 1e9:.0f} GFLOP/s")
     # Every variant is built and warmed up (compiled) first; then the timed steps go round-robin over the
     # variants, so a drift in this machine's speed over minutes hits all of them alike.
