@@ -100,7 +100,10 @@ def main() -> None:
     ap.add_argument("--no-baselines", action="store_true",
                     help="time only the Xmodel variants (a large preset on a GPU: MFU and memory, no ratios)")
     args = ap.parse_args()
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        ap.error(f"--device {args.device!r}: not a device name (cpu, cuda, cuda:1, …)")
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: CUDA is not available here")
     if args.profile and device.type != "cpu":
