@@ -52,10 +52,10 @@ def test_loss_decreases_and_checkpoints_load(tmp_path):
 def test_compiled_training_matches_eager(tmp_path):
     """`train.compile true` (the trainer's torch.compile path, and the fused loss's compiled form) trains to the
     same losses as eager: fp32, four steps of two accumulated micro-batches."""
-    eager = train(tiny_train_config(4, **{"train.save_every": 100}), PatternSource(97, 32), tmp_path / "eager",
-                  progress=False, save_checkpoints=False)
-    compiled = train(tiny_train_config(4, **{"train.save_every": 100, "train.compile": True}), PatternSource(97, 32),
-                     tmp_path / "compiled", progress=False, save_checkpoints=False)
+    eager = train(tiny_train_config(4), PatternSource(97, 32), tmp_path / "eager", progress=False,
+                  save_checkpoints=False)
+    compiled = train(tiny_train_config(4, **{"train.compile": True}), PatternSource(97, 32), tmp_path / "compiled",
+                     progress=False, save_checkpoints=False)
     assert len(compiled.losses) == len(eager.losses) == 4
     for step, (a, b) in enumerate(zip(eager.losses, compiled.losses), 1):
         assert abs(a - b) <= 1e-4 * abs(a), (step, a, b)
