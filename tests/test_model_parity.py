@@ -109,3 +109,40 @@ def test_linear_cross_entropy_in_chunks_matches_cross_entropy(compiled):
         assert torch.allclose(h.grad, h_ref.grad, **tol), autocast
         assert torch.allclose(w.grad, w_ref.grad, **tol), autocast
         assert h.grad[[0, 9, 36]].abs().max() == 0  # an ignored target sends no gradient to its position
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cpu_causal_attention_matches_sdpa(compiled):
+    """The recomputing backward (xmodel.model.cpu_attention) gives SDPA's outputs and gradients: grouped and
+    ungrouped heads, a length that is not a block multiple, fp32 and bf16 autocast (RoPE's fp32 q and k mixed
+    with a bf16 v, as in the model)."""
+    from xmodel.model.cpu_attention import causal_attention
+    fn = torch.compile(causal_attention) if compiled else causal_attention
+    torch.manual_seed(5)
+    for heads, kv_heads in ((4, 2), (3, 3)):
+        q, k, v = torch.randn(2, heads, 37, 16), torch.randn(2, kv_heads, 37, 16), torch.randn(2, kv_heads, 37, 16)
+        grad_out = torch.randn(2, heads, 37, 16)
+        for autocast in (False, True):
+            ref_in = [t.clone().requires_grad_() for t in (q, k, v)]
+            got_in = [t.clone().requires_grad_() for t in (q, k, v)]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                ref = torch.nn.functional.scaled_dot_product_attention(
+                    *ref_in[:2], ref_in[2].to(torch.bfloat16 if autocast else torch.float32), is_causal=True,
+                    enable_gqa=kv_heads != heads)
+                got = fn(*got_in[:2], got_in[2].to(torch.bfloat16 if autocast else torch.float32), scale=0.25)
+            ref.backward(grad_out.to(ref.dtype))
+            got.backward(grad_out.to(got.dtype))
+            tol = dict(atol=3e-2, rtol=3e-2) if autocast else dict(atol=1e-5, rtol=1e-4)
+            assert got.dtype == ref.dtype and torch.allclose(got.float(), ref.float(), **tol), (heads, autocast)
+            for name, a, b in zip("qkv", got_in, ref_in):
+                assert torch.allclose(a.grad, b.grad, **tol), (heads, autocast, name, (a.grad - b.grad).abs().max())
+
+
+def test_recomputing_attention_backward_only_in_compiled_cpu_training():
+    from xmodel.model.cpu_attention import MAX_SEQ_LEN, use_recomputing_backward
+    q = torch.randn(1, 2, 8, 4, requires_grad=True)
+    assert not use_recomputing_backward(q, 8)  # eager: the flash backward is faster there
+    decide = torch.compile(lambda t, n: t * use_recomputing_backward(t, n), fullgraph=True)
+    assert decide(q, 8).equal(q)
+    assert not decide(q, MAX_SEQ_LEN + 1).any()
+    assert not decide(q.detach(), 8).any()  # inference: nothing to gain

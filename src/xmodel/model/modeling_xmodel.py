@@ -28,6 +28,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_xmodel import XmodelConfig
+from .cpu_attention import causal_attention, use_recomputing_backward
 from .fused_loss import linear_cross_entropy
 from .loading import check_checkpoint_matches_config
 
@@ -103,8 +104,11 @@ class XmodelAttention(nn.Module):
             k, v = past_key_values.update(k, v, self.layer_idx)
         # No mask means causal over the new tokens: SDPA's is_causal path, or (one token after a cache) no mask.
         is_causal = attention_mask is None and q_len > 1
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, is_causal=is_causal,
-                                             enable_gqa=self.num_kv_heads != self.num_heads)
+        if is_causal and past_key_values is None and use_recomputing_backward(q, q_len):
+            out = causal_attention(q, k, v, scale=self.head_dim ** -0.5)  # same forward, faster backward here
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, is_causal=is_causal,
+                                                 enable_gqa=self.num_kv_heads != self.num_heads)
         out = out.transpose(1, 2).reshape(bsz, q_len, self.num_heads * self.head_dim)
         return self.o_proj(out)
 
