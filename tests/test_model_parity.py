@@ -112,11 +112,13 @@ def test_linear_cross_entropy_in_chunks_matches_cross_entropy(compiled):
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_cpu_causal_attention_matches_sdpa(compiled):
+def test_cpu_causal_attention_matches_sdpa(compiled, monkeypatch):
     """The recomputing backward (xmodel.model.cpu_attention) gives SDPA's outputs and gradients: grouped and
-    ungrouped heads, a length that is not a block multiple, fp32 and bf16 autocast (RoPE's fp32 q and k mixed
-    with a bf16 v, as in the model)."""
+    ungrouped heads, query blocks of 16 rows over 37 positions (the last block partial), fp32 and bf16 autocast
+    (RoPE's fp32 q and k mixed with a bf16 v, as in the model)."""
+    from xmodel.model import cpu_attention
     from xmodel.model.cpu_attention import causal_attention
+    monkeypatch.setattr(cpu_attention, "BLOCK", 16)
     fn = torch.compile(causal_attention) if compiled else causal_attention
     torch.manual_seed(5)
     for heads, kv_heads in ((4, 2), (3, 3)):

@@ -1,25 +1,65 @@
 """Causal attention for compiled CPU training: PyTorch's flash kernel forward, a recomputing backward in GEMMs.
 
-PyTorch's CPU flash-attention backward runs at ≈ 65 GFLOP/s on the tiny preset's shapes and was the largest
-single kernel of a compiled training step (≈ 17 % at 4 × 256 tokens). Written as ordinary tensor ops, the
-backward — recompute the probabilities from the forward's log-sum-exp, then five batched GEMMs and one fused
-elementwise pass — is what inductor compiles well: measured 2.2× faster than the flash backward at 256 tokens,
-equal at ≈ 768 and slower beyond, because it holds a (heads × T × T) score matrix in fp32 (see
-docs/PERFORMANCE.md). So the model uses it only under `torch.compile`, on CPU, for sequences up to
-`MAX_SEQ_LEN`; the forward is the same flash kernel either way, so outputs are unchanged.
+PyTorch's CPU flash-attention backward runs at ≈ 65–110 GFLOP/s on the tiny preset's shapes and was the
+largest single kernel of a compiled training step (17 % of it at 4 × 256 tokens, 28 % at 4 × 1,024). Written
+as ordinary tensor ops — recompute the probabilities from the forward's log-sum-exp, then five batched GEMMs
+and one fused elementwise pass per block of query rows — the backward is what inductor compiles well:
+attention forward + backward measured 1.3–1.6× faster at 256–2,048 tokens (docs/PERFORMANCE.md). Blocks of
+`BLOCK` query rows skip the keys causality hides and keep each block's probabilities (bf16) small enough to
+be reused from the heap; a whole (T × T) fp32 matrix per head made it slower than flash beyond 512 tokens.
+Eagerly the same ops are slower than the flash kernel, so the model uses this only under `torch.compile`,
+on CPU, up to `MAX_SEQ_LEN` (the graph unrolls one block per 128 rows). The forward is the flash kernel
+either way, so outputs are unchanged.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-MAX_SEQ_LEN = 384  # longer sequences keep the flash backward (equal speed measured at 512)
+BLOCK = 128  # query rows per backward block: the fastest of 64, 128, 256, 512 at 1,024 and 2,048 tokens
+MAX_SEQ_LEN = 2048  # longer sequences keep the flash backward (not measured beyond)
 
 
 def use_recomputing_backward(q: torch.Tensor, seq_len: int) -> bool:
     """Whether `causal_attention` beats SDPA here: compiled CPU training on short sequences."""
     return (q.device.type == "cpu" and q.requires_grad and seq_len <= MAX_SEQ_LEN
             and torch.compiler.is_compiling())
+
+
+def attention_backward(q, k, v, out, lse, grad_out, scale: float):
+    """Gradients of causal attention with respect to q, k, v, from the forward's output and log-sum-exp.
+
+    Query rows go in blocks of `BLOCK`; a block needs only the keys up to its last row (causality), and its
+    (heads × block × keys) probabilities stay small enough to be reused from the heap and cache.
+    """
+    b, h, t, d = q.shape
+    kv = k.shape[1]
+    g = h // kv
+    dtype = q.dtype
+    # The g query heads that share a K/V head are stacked along the rows, so every product is one GEMM
+    # per (batch, K/V head) and K/V are never repeated.
+    q5, do5 = q.view(b, kv, g, t, d), grad_out.to(dtype).view(b, kv, g, t, d)
+    lse5 = lse.view(b, kv, g, t, 1)
+    row_dot = (grad_out.float() * out.float()).sum(-1).view(b, kv, g, t, 1)  # Σ_j P_ij dP_ij
+    grad_q, grad_k, grad_v = [], 0, 0
+    for start in range(0, t, BLOCK):
+        end = min(start + BLOCK, t)
+        rows = end - start
+        qb = q5[:, :, :, start:end].reshape(b, kv, g * rows, d)
+        dob = do5[:, :, :, start:end].reshape(b, kv, g * rows, d)
+        kb, vb = k[:, :, :end], v[:, :, :end]
+        scores = (qb @ kb.transpose(-1, -2)).view(b, kv, g, rows, end).float() * scale
+        visible = torch.ones(rows, end, dtype=torch.bool, device=q.device).tril(start)
+        probs = torch.where(visible, torch.exp(scores - lse5[:, :, :, start:end]), 0.0).to(dtype)
+        grad_probs = (dob @ vb.transpose(-1, -2)).view(b, kv, g, rows, end)
+        grad_scores = (probs.float() * (grad_probs.float() - row_dot[:, :, :, start:end]) * scale).to(dtype)
+        grad_scores = grad_scores.view(b, kv, g * rows, end)
+        grad_q.append((grad_scores @ kb).view(b, kv, g, rows, d))
+        pad = (0, 0, 0, t - end)  # this block's keys are the first `end`
+        grad_k = grad_k + F.pad((grad_scores.transpose(-1, -2) @ qb).float(), pad)
+        grad_v = grad_v + F.pad((probs.view(b, kv, g * rows, end).transpose(-1, -2) @ dob).float(), pad)
+    return torch.cat(grad_q, dim=3).view(b, h, t, d), grad_k.to(dtype), grad_v.to(dtype)
 
 
 class _CausalAttention(torch.autograd.Function):
@@ -35,24 +75,7 @@ class _CausalAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
-        b, h, t, d = q.shape
-        kv = k.shape[1]
-        g = h // kv
-        dtype = q.dtype
-        # The g query heads that share a K/V head are stacked along the rows, so every product is one GEMM
-        # per (batch, K/V head) and K/V are never repeated.
-        qg = q.reshape(b, kv, g * t, d)
-        dog = grad_out.to(dtype).reshape(b, kv, g * t, d)
-        scores = (qg @ k.transpose(-1, -2)).float().view(b, kv, g, t, t) * ctx.scale
-        causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
-        probs = torch.where(causal, torch.exp(scores - lse.view(b, kv, g, t, 1)), 0.0)
-        grad_v = probs.to(dtype).view(b, kv, g * t, t).transpose(-1, -2) @ dog
-        grad_probs = (dog @ v.transpose(-1, -2)).float().view(b, kv, g, t, t)
-        row_dot = (grad_out.float() * out.float()).sum(-1).view(b, kv, g, t, 1)  # Σ_j P_ij dP_ij
-        grad_scores = (probs * (grad_probs - row_dot) * ctx.scale).to(dtype).view(b, kv, g * t, t)
-        grad_q = (grad_scores @ k).view(b, h, t, d)
-        grad_k = grad_scores.transpose(-1, -2) @ qg
-        return grad_q, grad_k, grad_v, None
+        return *attention_backward(q, k, v, out, lse, grad_out, ctx.scale), None
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
