@@ -10,8 +10,8 @@ checkpoints and tools line up), with the μP multipliers of MiniCPM's released m
 5. final hidden state ÷ m before the LM head                        (`XmodelForCausalLM.forward`)
 
 with m = hidden_size / dim_model_base. Attention runs through `torch.nn.functional.scaled_dot_product_attention`
-with the usual 1/sqrt(head_dim) scale; the KV cache is transformers' own `DynamicCache`, so `generate` works
-unchanged.
+with the usual 1/sqrt(head_dim) scale (in compiled CPU training its backward is `cpu_attention`'s, which is
+faster there); the KV cache is transformers' own `DynamicCache`, so `generate` works unchanged.
 """
 
 from __future__ import annotations
