@@ -119,12 +119,14 @@ def test_cpu_causal_attention_matches_sdpa(compiled, monkeypatch):
     from xmodel.model import cpu_attention
     from xmodel.model.cpu_attention import causal_attention
     monkeypatch.setattr(cpu_attention, "BLOCK", 16)
-    fn = torch.compile(causal_attention) if compiled else causal_attention
+    fn = torch.compile(causal_attention, dynamic=False) if compiled else causal_attention
     torch.manual_seed(5)
-    for heads, kv_heads in ((4, 2), (3, 3)):
+    # A cold compile costs ≈ 20 s per case, so the compiled run checks the model's case only: grouped heads under
+    # bf16 autocast (compiled fp32 is covered by test_train_loop's test_compiled_training_matches_eager).
+    for heads, kv_heads in ((4, 2),) if compiled else ((4, 2), (3, 3)):
         q, k, v = torch.randn(2, heads, 37, 16), torch.randn(2, kv_heads, 37, 16), torch.randn(2, kv_heads, 37, 16)
         grad_out = torch.randn(2, heads, 37, 16)
-        for autocast in (False, True):
+        for autocast in (True,) if compiled else (False, True):
             ref_in = [t.clone().requires_grad_() for t in (q, k, v)]
             got_in = [t.clone().requires_grad_() for t in (q, k, v)]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
