@@ -39,8 +39,9 @@ def attention_backward(q, k, v, out, lse, grad_out, scale: float):
     dtype = q.dtype
     # The g query heads that share a K/V head are stacked along the rows, so every product is one GEMM
     # per (batch, K/V head) and K/V are never repeated.
-    q5, do5 = q.view(b, kv, g, t, d), grad_out.to(dtype).view(b, kv, g, t, d)
-    lse5 = lse.view(b, kv, g, t, 1)
+    # reshape, not view: q, the incoming gradient and the flash kernel's log-sum-exp may be strided (B, T, H, …).
+    q5, do5 = q.reshape(b, kv, g, t, d), grad_out.to(dtype).reshape(b, kv, g, t, d)
+    lse5 = lse.reshape(b, kv, g, t, 1)
     row_dot = (grad_out.float() * out.float()).sum(-1).view(b, kv, g, t, 1)  # Σ_j P_ij dP_ij
     grad_q, grad_k, grad_v = [], 0, 0
     for start in range(0, t, BLOCK):
