@@ -17,6 +17,7 @@ EXPECTED_DOCS = {
     "arc_challenge": (1, 1172), "arc_easy": (1, 2376), "boolq": (1, 3270), "hellaswag": (1, 10042),
     "openbookqa": (1, 500), "piqa": (1, 1838), "winogrande": (1, 1267), "gsm8k": (1, 1319), "math": (7, 5000),
     "bbh": (27, 6511), "mmlu": (57, 14042), "humaneval": (1, 164), "mbpp": (1, 500), "cmmlu": (67, 11582),
+    "sciq": (1, 1000), "ceval": (52, 1346),
 }
 
 
@@ -43,16 +44,17 @@ def test_task_renders_official_document_count(manager, name):
         assert len(task.doc_to_choice(doc)) >= 2
 
 
-def test_sciq_and_ceval_are_defined_and_skipped_when_absent(data_root):
-    # Their task YAMLs exist (C-Eval: 52 subjects) and name files the data kit does not have today.
-    assert len(leaf_tasks("xmodel_ceval")) == 52
-    for name in ("sciq", "ceval"):
-        missing = missing_files(BENCHMARKS[name], data_root)
-        assert missing, f"{name} files appeared in the data root: enable its row in EXPECTED_DOCS"
-        assert all(not (data_root / m).exists() for m in missing)
+def test_sciq_rows_keep_the_correct_answer_last(manager):
+    # The kit's SciQ csv shuffles the options; the layout puts the lettered answer where lm-eval's sciq
+    # template expects it (choice 3) and keeps the support paragraph (empty for some questions).
+    task = next(iter(manager.load(["xmodel_sciq"])["tasks"].values()))
+    doc = task.eval_docs[0]
+    assert task.doc_to_choice(doc)[task.doc_to_target(doc)] == doc["correct_answer"]
+    assert task.doc_to_text(doc).startswith("Oxidants and Reductants")
+    assert any(d["support"] == "" for d in task.eval_docs)
 
 
-def test_every_other_benchmark_has_its_files(data_root):
+def test_every_benchmark_has_its_files(data_root):
     for name in EXPECTED_DOCS:
         assert missing_files(BENCHMARKS[name], data_root) == [], name
 
@@ -66,7 +68,7 @@ def test_run_benchmarks_skips_missing_files_with_a_message(tmp_path, capsys):
     assert set(out["skipped"]) == {"arc_easy", "sciq"}
     assert "eval/arc/ARC-Easy-Test.jsonl" in out["skipped"]["arc_easy"]
     printed = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("skipped sciq: ") and "eval/sciq/test.json" in line for line in printed)
+    assert any(line.startswith("skipped sciq: ") and "eval/sciq/test.mcqa_shuffled.csv" in line for line in printed)
 
 
 def test_malformed_files_name_the_file_and_line(tmp_path):

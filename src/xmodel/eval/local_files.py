@@ -269,6 +269,20 @@ def ceval_row(doc: dict) -> dict:
             "D": doc["D"], "answer": doc["answer"], "explanation": doc.get("explanation", "")}
 
 
+def sciq_mcqa_row(doc: dict) -> dict:
+    """SciQ test re-laid-out as {question, context, A–D shuffled, answer letter} → allenai/sciq rows.
+
+    The file keeps which option is correct but not which distractor was distractor1/2/3, so the distractors
+    keep their letter order. lm-eval's sciq scores the argmax of per-choice log-likelihoods, which does not
+    depend on the choices' order (only an exact tie could differ).
+    """
+    letters = ["A", "B", "C", "D"]
+    correct = letters.index(doc["answer"].strip())
+    distractors = [doc[x] for i, x in enumerate(letters) if i != correct]
+    return {"question": doc["question"], "support": doc["context"] or "", "correct_answer": doc[letters[correct]],
+            "distractor1": distractors[0], "distractor2": distractors[1], "distractor3": distractors[2]}
+
+
 def math_llmfoundry_row(doc: dict) -> dict:
     """llm-foundry MATH ({context, chain_of_thought, answer, category}) → lm-eval minerva_math docs.
 
@@ -285,4 +299,4 @@ def math_llmfoundry_row(doc: dict) -> dict:
 LAYOUTS = {"arc": arc_row, "boolq": boolq_row, "hellaswag": hellaswag_row,
            "openbookqa_llmfoundry": openbookqa_llmfoundry_row, "piqa_llmfoundry": piqa_llmfoundry_row,
            "winogrande_llmfoundry": winogrande_llmfoundry_row, "mmlu": mmlu_row, "cmmlu": cmmlu_row,
-           "ceval": ceval_row, "math_llmfoundry": math_llmfoundry_row}
+           "ceval": ceval_row, "sciq_mcqa": sciq_mcqa_row, "math_llmfoundry": math_llmfoundry_row}
