@@ -5,7 +5,7 @@ Same shape (the `tiny` preset by default), batch, sequence and weights. Baseline
 * HF eager: `LlamaForCausalLM` + `torch.optim.AdamW`, fp32, no compile;
 * HF + switches: the same with bf16 autocast, `torch.compile` and fused AdamW — the switches Xmodel uses.
 
-Xmodel's step is the trainer's own `forward_backward` + clip + AdamW with μP groups, with the config's loss
+Xmodel's step is the trainer's own `train_step` (forward/backward, clip, AdamW with μP groups), with the config's loss
 (`chunked` cross-entropy by default) and precision. All variants are built and compiled first, then timed one
 step each in turn for `--steps` rounds; the ratios are medians of the rounds' ratios (this VM's speed drifts by
 tens of percent over minutes). Goals: ≥ 2.5× and ≥ 1.2×.
@@ -39,7 +39,10 @@ from bench_model import llama_like  # noqa: E402
 from xmodel import XmodelForCausalLM  # noqa: E402
 from xmodel.config import load_config  # noqa: E402
 from xmodel.model.stats import model_stats  # noqa: E402
-from xmodel.train.trainer import build_optimizer, forward_backward, peak_flops_per_device  # noqa: E402
+from xmodel.train.build import Built, build_optimizer  # noqa: E402
+from xmodel.train.distributed import DistEnv  # noqa: E402
+from xmodel.train.metrics import peak_flops_per_device  # noqa: E402
+from xmodel.train.step import train_step  # noqa: E402
 
 
 def hf_step_fn(model, optimizer, ids, bf16: bool):
@@ -55,15 +58,15 @@ def hf_step_fn(model, optimizer, ids, bf16: bool):
 
 
 def xmodel_step_fn(model, step_model, optimizer, ids, bf16: bool, chunked: bool):
+    """The trainer's own step (`train_step`: forward/backward, clip, AdamW with the device-side skip of
+    non-finite steps), which leaves every figure on the device."""
+    built = Built(model=model, module=model, step_model=step_model, optimizer=optimizer,
+                  env=DistEnv(device=ids.device), parallel="none", amp_dtype=torch.bfloat16 if bf16 else None)
     batch = [{"input_ids": ids, "labels": ids}]
-    items = float(ids.shape[0] * (ids.shape[1] - 1))
+    targets = ids.shape[0] * (ids.shape[1] - 1)
 
     def step():
-        forward_backward(step_model, model, batch, items, ids.device, torch.bfloat16 if bf16 else None,
-                         chunked_loss=chunked)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(built, batch, targets, grad_clip=1.0, chunked_loss=chunked)
     return step
 
 
@@ -126,7 +129,7 @@ def main() -> None:
 
     def make_xmodel(bf16: bool, chunked: bool, compiled: bool):
         model = XmodelForCausalLM(cfg).to(device).train()
-        opt = build_optimizer(model, run_cfg, device)
+        opt = build_optimizer(model, run_cfg.train, device)
         step_model = torch.compile(model) if compiled and compile_ok else model
         return xmodel_step_fn(model, step_model, opt, ids, bf16, chunked)
 

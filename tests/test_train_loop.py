@@ -16,11 +16,16 @@ import torch
 from xmodel.train import checkpoint as ckpt
 from xmodel.train.metrics import read_metrics
 from xmodel.train.schedule import lr_at
-from xmodel.train.trainer import train
+from xmodel.train.start import Start
+from xmodel.train.trainer import train as train_model
 
 from .train_helpers import PatternSource, tiny_train_config
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def train(cfg, data, run_dir, **kwargs):
+    return train_model(cfg.model, cfg.train, data, run_dir, **kwargs)
 
 
 def script(run_dir, steps, *extra):
@@ -52,10 +57,9 @@ def test_loss_decreases_and_checkpoints_load(tmp_path):
 def test_compiled_training_matches_eager(tmp_path):
     """`train.compile true` (the trainer's torch.compile path, and the fused loss's compiled form) trains to the
     same losses as eager: fp32, four steps of two accumulated micro-batches."""
-    eager = train(tiny_train_config(4), PatternSource(97, 32), tmp_path / "eager", progress=False,
-                  save_checkpoints=False)
+    eager = train(tiny_train_config(4), PatternSource(97, 32), tmp_path / "eager", callbacks=[])
     compiled = train(tiny_train_config(4, **{"train.compile": True}), PatternSource(97, 32), tmp_path / "compiled",
-                     progress=False, save_checkpoints=False)
+                     callbacks=[])
     assert len(compiled.losses) == len(eager.losses) == 4
     for step, (a, b) in enumerate(zip(eager.losses, compiled.losses), 1):
         assert abs(a - b) <= 1e-4 * abs(a), (step, a, b)
@@ -116,39 +120,30 @@ def test_corrupted_newest_checkpoint_is_detected(tmp_path):
 
 
 def test_non_finite_steps_are_skipped_then_stop(tmp_path):
-    class Poisoned(PatternSource):
-        def batch(self, start, count):
-            b = super().batch(start, count)
-            return b
+    """From step 6 on every loss is NaN (a forward hook): each such step is skipped on the device (the weights
+    stay those of step 5), counted as a step, reported, and the third in a row stops the run."""
+    from xmodel.train.callbacks import Callback
+
+    class PoisonAfterFive(Callback):
+        def on_start(self, run):
+            self.run = run
+            run.built.module.model.embed_tokens.register_forward_hook(
+                lambda mod, args, out: out * float("nan") if run.state.step >= 5 else out)
+
+        def on_step(self, run, record):
+            if run.state.step == 5:
+                self.weights = {k: v.detach().clone() for k, v in run.built.module.state_dict().items()}
 
     cfg = tiny_train_config(12, **{"train.max_bad_steps": 3, "train.save_every": 100})
-    model_scale = {"done": 0}
-
-    # Poison the weights after step 5 through the optimizer's hook: every later loss is NaN.
-    import xmodel.train.trainer as trainer_mod
-
-    orig = trainer_mod.build_optimizer
-
-    def poisoning_optimizer(model, cfg, device):
-        opt = orig(model, cfg, device)
-
-        def hook(optimizer, args, kwargs):
-            model_scale["done"] += 1
-            if model_scale["done"] == 5:
-                with torch.no_grad():
-                    next(model.parameters()).fill_(float("nan"))
-        opt.register_step_post_hook(hook)
-        return opt
-
-    trainer_mod.build_optimizer = poisoning_optimizer
-    try:
-        log = []
-        result = train(cfg, Poisoned(97, 32), tmp_path, progress=False, log=log.append)
-    finally:
-        trainer_mod.build_optimizer = orig
+    poison, log = PoisonAfterFive(), []
+    result = train(cfg, PatternSource(97, 32), tmp_path, extra_callbacks=[poison], progress=False, log=log.append)
     assert result.stopped_early and "3 consecutive non-finite steps" in result.stopped_early
-    assert result.step == 5 and sum("step skipped" in m for m in log) == 3
+    assert result.step == 8 and sum("non-finite step(s) skipped" in m for m in log) == 3
+    after = poison.run.built.module.state_dict()
+    assert all(torch.equal(poison.weights[k], after[k]) for k in after)  # skipped steps changed nothing
     assert result.last_checkpoint is not None and ckpt.verify(result.last_checkpoint) is None
+    state = json.loads((result.last_checkpoint / "trainer_state.json").read_text())["state"]
+    assert state["bad_steps_total"] == 3 and state["data_position"] == 8 * 4
 
 
 def test_decay_branch_from_stable_checkpoint(tmp_path):
@@ -159,7 +154,8 @@ def test_decay_branch_from_stable_checkpoint(tmp_path):
     snapshot = {p: p.read_bytes() for p in stable_dir.rglob("*") if p.is_file()}
     source = ckpt.list_checkpoints(stable_dir)[0][1]  # step 6, not the newest
     branch_cfg = tiny_train_config(4, **{"train.schedule.half_life": 2.0})
-    result = train(branch_cfg, PatternSource(97, 32, seed=5), branch_dir, branch_from=source, progress=False)
+    result = train(branch_cfg, PatternSource(97, 32, seed=5), branch_dir,
+                   start=Start(stage="decay", branch_from=source), progress=False)
     assert result.step == 10
     rows = read_metrics(branch_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [7, 8, 9, 10]

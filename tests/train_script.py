@@ -6,6 +6,7 @@
 import sys
 import warnings
 
+from xmodel.train.start import Start
 from xmodel.train.trainer import train
 
 from .train_helpers import PatternSource, tiny_train_config
@@ -24,8 +25,8 @@ def main(argv):
     from xmodel.config.core import parse_scalar
 
     cfg = tiny_train_config(int(steps), **{k: parse_scalar(v) for k, v in overrides.items()})
-    result = train(cfg, PatternSource(cfg.model.vocab_size, 32), run_dir, resume=resume, progress=False,
-                   log=lambda m: print(m, flush=True))
+    result = train(cfg.model, cfg.train, PatternSource(cfg.model.vocab_size, 32), run_dir,
+                   start=Start(resume=resume), progress=False, log=lambda m: print(m, flush=True))
     print(f"done step={result.step}", flush=True)
 
 

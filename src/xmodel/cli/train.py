@@ -25,6 +25,10 @@ def register(sub) -> None:
                                                                             "from")
     p.add_argument("--resume", default="auto", help="auto (newest valid checkpoint of the run folder, default), "
                                                     "none, or a checkpoint path")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume even though the schedule, batch plan or seed differ from the checkpoint's (the "
+                        "change is logged and recorded in config.json and the checkpoints); without it such a "
+                        "resume is refused")
     p.add_argument("--no-progress", action="store_true")
     add_config_args(p)
     p.set_defaults(func=run)
@@ -53,7 +57,8 @@ def run(args) -> int:
     if branch_from is not None and Path(output).resolve() == branch_from.parent.parent.resolve():
         raise XmodelError("--output: a decay branch gets its own run folder, not the stable run's")
     result = run_stage(cfg, args.data, tokenizer, output, stage=args.stage, branch_from=branch_from,
-                       resume=args.resume, progress=not args.no_progress)
+                       resume=args.resume, allow_config_change=args.allow_config_change,
+                       progress=not args.no_progress)
     print(f"run folder: {result.run_dir}  (step {result.step}, held-out loss "
           f"{result.eval_loss:.4f}, last checkpoint {result.last_checkpoint})")
     if result.stopped_early:

@@ -2,9 +2,9 @@
 
 The batch is counted in sequences (tokens / seq_len). With a ramp it grows linearly from ``start`` to ``end``
 tokens over ``ramp_steps`` optimizer steps, rounded down to a whole number of micro-batches on every rank
-(the report's 2M → 4M tokens). A step's batch is taken from the data sampler at the global sequence position
-`sequences_before(step)`, so the data order does not depend on how the batch is split across ranks or
-accumulation steps, and a resumed or branched run continues at the same place.
+(the report's 2M → 4M tokens). Where each step's batch starts in the sampler is the train state's
+``data_position``, which advances by every step's batch (a skipped non-finite step's too); `prefetch` splits it
+into micro-batches rank-major, so the data order does not depend on the number of ranks or accumulation steps.
 """
 
 from __future__ import annotations
@@ -35,17 +35,6 @@ class BatchPlan:
             return self._round(self.end_tokens)
         tokens = self.start_tokens + (self.end_tokens - self.start_tokens) * step / self.ramp_steps
         return self._round(tokens)
-
-    def accumulation_at(self, step: int) -> int:
-        return self.sequences_at(step) // self.unit
-
-    def sequences_before(self, step: int) -> int:
-        """Global sequence position where step `step` starts (sum of the batches before it)."""
-        if self.start_tokens is None or self.ramp_steps <= 0:
-            return step * self.sequences_at(0)
-        ramp = min(step, self.ramp_steps)
-        done = sum(self.sequences_at(s) for s in range(ramp))
-        return done + (step - ramp) * self._round(self.end_tokens)
 
     def validate(self) -> None:
         if self.end_tokens < self.seq_len * self.unit:

@@ -4,9 +4,14 @@ Layout of ``RUN/checkpoints/step_000123/``::
 
     model/              save_pretrained directory with the tokenizer: `from_pretrained` loads it as is
     state/              torch.distributed.checkpoint of model + optimizer (sharded under FSDP, resharded on load)
-    trainer_state.json  step, sampler position, tokens seen, counters, the run config
-    rng/rank_N.pt       RNG states of every rank
+    trainer_state.json  the `TrainState` (step, sampler position, tokens, stage, schedule, batch plan, …) and
+                        the run config
+    rng/rank_N.*        RNG states of every rank: the generators' tensors in safetensors, the rest in JSON
     MANIFEST.json       size and sha256 of every file above, written last
+
+A checkpoint is data, never code: nothing in it is unpickled except the metadata file of
+torch.distributed.checkpoint, which is read with an unpickler that admits only the classes DCP writes there
+(`SafeFileSystemReader`).
 
 A checkpoint is built in ``.tmp-step_000123`` and renamed into place only when complete, so a killed run
 never leaves a half-written ``step_*``. A checkpoint whose manifest is missing or whose files do not match it is
@@ -18,20 +23,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
 
 from ..errors import XmodelError
+from .build import unwrap
+from .rng import load_rng_state, save_rng_state
+from .safe_dcp import SafeFileSystemReader, SafeLoadPlanner
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 # One process without a process group is a supported case of torch.distributed.checkpoint, not a problem.
@@ -116,6 +123,9 @@ def latest_valid(run_dir: Path, log=print, set_aside: bool = False) -> Path | No
             break
         log(f"skipping invalid checkpoint: {problem}")
         invalid.append(path)
+    if found is None and invalid:  # starting over would truncate the run's metrics: the user decides
+        raise XmodelError(f"{Path(run_dir) / 'checkpoints'}: every checkpoint is invalid ({len(invalid)}); "
+                          f"pass --resume none to start the run over, or --resume CHECKPOINT")
     _barrier()  # every rank has looked before any is renamed
     if set_aside:
         for path in invalid:
@@ -123,21 +133,6 @@ def latest_valid(run_dir: Path, log=print, set_aside: bool = False) -> Path | No
             log(f"moved it aside to {path.name}.invalid")
     _barrier()
     return found
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: dict, tokenizer=None,
@@ -155,8 +150,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: d
     # A consolidated copy in the Hugging Face layout (gathered to rank 0 under FSDP).
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     rank = dist.get_rank() if dist.is_initialized() else 0
-    (tmp / "rng").mkdir(exist_ok=True)
-    torch.save(rng_state(), tmp / "rng" / f"rank_{rank}.pt")
+    save_rng_state(tmp / "rng" / f"rank_{rank}")
     if _is_rank0():
         hf_model = unwrap(model)
         hf_model.save_pretrained(tmp / "model", state_dict=full)
@@ -189,22 +183,25 @@ def load_checkpoint(ckpt: Path, model, optimizer) -> dict:
         raise XmodelError(problem)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=str(ckpt / "state"))
+    reader = SafeFileSystemReader(ckpt / "state")
+    reader.read_metadata()  # refused here in one line, rather than inside DCP's collective error report
+    try:
+        dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner())
+    except CheckpointException as e:
+        raise XmodelError(load_failure(ckpt, e)) from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     trainer_state = json.loads((ckpt / "trainer_state.json").read_text())
     rank = dist.get_rank() if dist.is_initialized() else 0
-    rng_file = ckpt / "rng" / f"rank_{rank}.pt"
-    if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+    load_rng_state(ckpt / "rng" / f"rank_{rank}")  # absent when the world size grew: the fresh seed's stays
     return trainer_state
 
 
-def unwrap(model):
-    """The underlying transformers model of a DDP / compiled wrapper (FSDP2 modifies the module in place)."""
-    while True:
-        if hasattr(model, "module"):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
+def load_failure(ckpt: Path, error: CheckpointException) -> str:
+    """One line for a DCP load that failed on some rank: our own refusal as it is, else DCP's last line (a
+    shape or key mismatch: the checkpoint is of another model)."""
+    for failure in error.failures.values():
+        cause = failure[0] if isinstance(failure, tuple) else failure  # (exception, traceback summary)
+        if isinstance(cause, XmodelError):
+            return str(cause) if str(ckpt) in str(cause) else f"{ckpt}: {cause}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{ckpt}: cannot be loaded into this model ({lines[-1] if lines else type(error).__name__})"

@@ -7,7 +7,11 @@ one uninterrupted run.
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from pathlib import Path
+
+import torch
 
 
 class MetricsLogger:
@@ -83,3 +87,32 @@ def plot_run(run_dir: Path, extra_runs: dict[str, Path] | None = None, out_dir: 
         plt.close(fig)
         written.append(path)
     return written
+
+
+# Matmul shapes (m, k, n) for the CPU peak; the fastest is the peak. A single 1024³ product ran at about half
+# the speed of these on a 2-core Sapphire Rapids VM (344 against 700–780 GFLOP/s in bf16), which put the
+# reported MFU above 100 %. Each is 4–6 GFLOP, so the measurement stays well under a second.
+_CPU_PEAK_SHAPES = ((2048, 512, 2048), (2048, 768, 2048), (2048, 1024, 1024))
+
+
+def peak_flops_per_device(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """Dense peak for MFU: a table for known GPUs (bf16); on a CPU, measured — the fastest of a few matmul
+    shapes, each at the median of `repeats` timings (single timings on a VM are off both ways, once by 2.5x)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40", 181e12),
+                           ("A10", 125e12), ("4090", 165e12)):
+            if key in name:
+                return flops if dtype == torch.bfloat16 else flops / 2
+        return 100e12
+    best = 0.0
+    for m, k, n in _CPU_PEAK_SHAPES:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a @ b  # first call: allocation and the library's one-time setup
+        rates = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            rates.append(2 * m * k * n / (time.perf_counter() - t0))
+        best = max(best, statistics.median(rates))
+    return best

@@ -55,7 +55,8 @@ def run_quickstart(output: str | Path = "runs/quickstart", data_root: str | Path
     from ..data.mixture import build_sampler
     from .metrics import plot_run
     from .run import HeldoutSource, run_stage
-    from .trainer import evaluate_loss, sample_generations
+    from .callbacks import sample_generations
+    from .step import evaluate_loss
 
     plan = plan or QuickstartPlan()
     out = Path(output)

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, config_to_dict
 from ..data.mixture import IGNORE_INDEX, build_sampler
 from ..data.shards import check_tokenizer, check_vocab, load_manifest
 from ..errors import XmodelError
 from .metrics import plot_run
+from .start import Start
 from .trainer import TrainResult, train
 
 
@@ -52,18 +53,19 @@ class HeldoutSource:
 
 def run_stage(cfg: Config, prepared: str | Path, tokenizer_dir: str | Path, run_dir: str | Path, *,
               stage: str = "stable", branch_from: str | Path | None = None, resume: str = "auto",
-              progress: bool = True, log=print, plots: bool = True) -> TrainResult:
+              allow_config_change: bool = False, progress: bool = True, log=print,
+              plots: bool = True) -> TrainResult:
     from transformers import AutoTokenizer
 
-    if stage == "decay" and branch_from is None and resume == "none":
-        raise XmodelError("--stage decay needs --from RUN/checkpoints/step_N (the stable checkpoint to branch from)")
     manifest = load_manifest(prepared)
     check_tokenizer(manifest, tokenizer_dir)
     check_vocab(manifest, cfg.model.vocab_size)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     sampler = build_sampler(manifest, cfg.data, stage=stage, seed=cfg.train.seed)
-    result = train(cfg, sampler, run_dir, heldout=HeldoutSource(sampler), tokenizer=tokenizer, resume=resume,
-                   branch_from=branch_from, progress=progress, log=log)
+    start = Start(resume=resume, stage=stage, branch_from=Path(branch_from) if branch_from else None,
+                  allow_config_change=allow_config_change)
+    result = train(cfg.model, cfg.train, sampler, run_dir, start=start, heldout=HeldoutSource(sampler),
+                   tokenizer=tokenizer, run_record=config_to_dict(cfg), progress=progress, log=log)
     if plots:
         plot_run(run_dir)
     return result

@@ -56,6 +56,8 @@ class ActivationRecorder:
         def hook(module, inputs, output):
             if not module.training:  # an evaluation, not the training forward
                 return
+            if isinstance(output, tuple):  # attention returns (output, weights), as Llama's does
+                output = output[0]
             out = output.detach().float() * factor
             self.current[name].append(rms(out))
             k = self.calls[name]
@@ -107,23 +109,34 @@ def collect(cfg: Config, data: TuneData, out: Path, log=print) -> list[dict]:
     """One record per (parametrisation, width, seed, step, activation) with its RMS."""
     from tqdm.auto import tqdm
 
+    from ..train.callbacks import Callback, MetricsWriter
     from ..train.trainer import train
+
+    class Recording(Callback):
+        """The recorder's hooks on the freshly built model; one record per activation after each step."""
+
+        def __init__(self, key: dict):
+            self.key, self.recorder = key, ActivationRecorder()
+
+        def on_start(self, run):
+            self.recorder.attach(run.built.module)
+
+        def on_step(self, run, record):
+            for name, (value, delta) in self.recorder.take().items():
+                records.append({**self.key, "step": record["step"], "activation": name, "rms": value,
+                                "delta_rms": delta})
+
+        def close(self, run):
+            self.recorder.detach()
 
     c = cfg.tune.coord
     records = []
     runs = [(p, w, s) for p in PARAMETRISATIONS for w in c.widths for s in range(c.seeds)]
     for p, w, s in tqdm(runs, desc="coord-check", unit="run", dynamic_ncols=True):
-        recorder = ActivationRecorder()
-
-        def at_step(record: dict, p=p, w=w, s=s, recorder=recorder):
-            for name, (value, delta) in recorder.take().items():
-                records.append({"parametrisation": p, "width": w, "seed": s, "step": record["step"],
-                                "activation": name, "rms": value, "delta_rms": delta})
-
-        train(coord_config(cfg, data, w, p, s), FixedBatch(data.stable(seed=s)), out / "runs" / f"{p}_w{w}_s{s}",
-              progress=False, log=lambda *_: None, on_model=recorder.attach, on_step=at_step,
-              save_checkpoints=False)
-        recorder.detach()
+        run_cfg = coord_config(cfg, data, w, p, s)
+        train(run_cfg.model, run_cfg.train, FixedBatch(data.stable(seed=s)), out / "runs" / f"{p}_w{w}_s{s}",
+              callbacks=[Recording({"parametrisation": p, "width": w, "seed": s}), MetricsWriter()],
+              log=lambda *_: None)
     return records
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 
-from ..config import Config
+from ..config import Config, config_to_dict
 from ..errors import XmodelError
 from ..train import checkpoint as ckpt
 from ..train.trainer import train
@@ -78,7 +78,8 @@ def stable_checkpoint(cfg: Config, data: TuneData, out: Path, given: str | None,
         return done[0]
     log(f"training the shared stable stage: {scfg.train.max_steps} steps × {scfg.train.batch_tokens:,} tokens "
         f"→ {run_dir}")
-    result = train(scfg, data.stable(seed=scfg.train.seed), run_dir, log=log)
+    result = train(scfg.model, scfg.train, data.stable(seed=scfg.train.seed), run_dir,
+                   run_record=config_to_dict(scfg), log=log)
     if result.stopped_early or result.last_checkpoint is None:
         raise XmodelError(f"the stable run stopped early: {result.stopped_early}")
     return result.last_checkpoint

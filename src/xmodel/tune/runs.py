@@ -13,7 +13,10 @@ from typing import Callable
 import torch
 
 from ..config import Config
-from ..train.trainer import TrainResult, autocast_dtype, evaluate_loss, train
+from ..train.callbacks import Callback, MetricsWriter
+from ..train.start import Start
+from ..train.step import evaluate_loss
+from ..train.trainer import TrainResult, train
 from .data import TuneData
 from .space import derive
 
@@ -66,43 +69,45 @@ class RunOutcome:
     model: torch.nn.Module | None = None
 
 
+class TrialEvaluations(Callback):
+    """The objective every `every` steps of this run and after its last; before the last, `on_eval(step,
+    value)` may raise (optuna.TrialPruned) to end the run there. Steps count from the run's own start (a decay
+    branch's first step is 1)."""
+
+    def __init__(self, objective: HeldoutObjective, every: int, on_eval: Callable[[int, float], None] | None):
+        self.objective, self.every, self.on_eval = objective, every, on_eval
+        self.evaluations: list[tuple[int, float]] = []
+        self.parts: dict[str, float] = {}
+
+    def on_start(self, run):
+        self.first, self.model = run.state.step, run.built.module
+
+    def on_step(self, run, record):
+        step, last = run.state.step - self.first, run.last_step - self.first
+        if step % self.every and step != last:
+            return
+        value, self.parts = self.objective(run.built.model, run.train.micro_batch_size, run.built.amp_dtype)
+        self.evaluations.append((step, value))
+        record["eval_loss"] = value
+        if self.on_eval is not None and step < last:
+            self.on_eval(step, value)
+
+
 def run_budgeted(cfg: Config, data_source, run_dir: str | Path, objective: HeldoutObjective, *,
                  on_eval: Callable[[int, float], None] | None = None, branch_from=None,
-                 on_model: Callable[[torch.nn.Module], None] | None = None, log=print) -> RunOutcome:
+                 callbacks: list[Callback] = (), log=print) -> RunOutcome:
     """Train `cfg` (its budget set by `budget_overrides`) without checkpoints, evaluating `objective` every
-    `train.eval_every` steps of this run and after its last step. `on_eval(step, value)` is called at the
-    evaluations before the last and may raise (optuna.TrialPruned) to end the run there."""
-    state: dict = {"model": None, "first": None, "amp": None}
-    evaluations: list[tuple[int, float]] = []
-    parts_last: dict[str, float] = {}
-    last, every = cfg.train.max_steps, cfg.train.eval_every
-
-    def got_model(model):
-        state["model"] = model
-        state["amp"] = autocast_dtype(cfg.train.precision, next(model.parameters()).device)
-        if on_model is not None:
-            on_model(model)
-
-    def at_step(record: dict):
-        if state["first"] is None:  # a decay branch counts its steps from the stable checkpoint's
-            state["first"] = record["step"] - 1
-        step = record["step"] - state["first"]
-        if step % every and step != last:
-            return
-        value, parts = objective(state["model"], cfg.train.micro_batch_size, state["amp"])
-        parts_last.clear()
-        parts_last.update(parts)
-        evaluations.append((step, value))
-        record["eval_loss"] = value
-        if on_eval is not None and step < last:
-            on_eval(step, value)
-
-    result = train(cfg, data_source, run_dir, branch_from=branch_from, progress=False, log=log,
-                   on_model=got_model, on_step=at_step, save_checkpoints=False)
-    finished = evaluations and evaluations[-1][0] == last and not result.stopped_early
-    value = evaluations[-1][1] if finished else math.nan
-    return RunOutcome(result, value if math.isfinite(value) else math.nan, dict(parts_last), evaluations,
-                      state["model"])
+    `train.eval_every` steps of this run and after its last step (`TrialEvaluations`). `callbacks` run after
+    the evaluations (e.g. hooks on the model)."""
+    evaluations = TrialEvaluations(objective, cfg.train.eval_every, on_eval)
+    start = Start(stage="decay", branch_from=Path(branch_from)) if branch_from is not None else Start(resume="none")
+    result = train(cfg.model, cfg.train, data_source, run_dir, start=start,
+                   callbacks=[evaluations, *callbacks, MetricsWriter()], log=log)
+    done = evaluations.evaluations
+    finished = done and done[-1][0] == cfg.train.max_steps and not result.stopped_early
+    value = done[-1][1] if finished else math.nan
+    return RunOutcome(result, value if math.isfinite(value) else math.nan, dict(evaluations.parts), done,
+                      evaluations.model)
 
 
 __all__ = ["budget_overrides", "HeldoutObjective", "RunOutcome", "run_budgeted", "derive"]
