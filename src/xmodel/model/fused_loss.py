@@ -38,35 +38,50 @@ def _softmax_minus_onehot(logits: torch.Tensor, lse: torch.Tensor, targets: torc
     return probs.to(out_dtype)
 
 
+def _chunked_loss(hidden, weight, targets, ignore_index: int, chunk_size: int, grad_hidden: bool,
+                  grad_weight: bool):
+    """The summed loss over non-ignored targets, and — only where asked — its gradients with respect to the hidden
+    states and the head weight, formed chunk by chunk (None where not asked).
+
+    hidden: (N, d); weight: (V, d); targets: (N,). Without gradients a chunk costs its logits GEMM alone: no
+    d_logits, no second GEMM, no fp32 (V, d) weight-gradient buffer.
+    """
+    n = hidden.shape[0]
+    device = hidden.device.type
+    compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+    w_t = weight.to(compute_dtype).t()  # (d, V)
+    if torch.compiler.is_compiling():  # inductor folds the transposed copy into the cast; eagerly it costs more
+        w_t = w_t.contiguous()          # than it saves (see the module doc)
+    d_hidden = torch.empty_like(hidden) if grad_hidden else None
+    d_weight = None
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for start in range(0, n, chunk_size):
+        h = hidden[start:start + chunk_size].to(compute_dtype)
+        t = targets[start:start + chunk_size]
+        valid = t != ignore_index
+        logits = (h @ w_t).float()
+        lse = torch.logsumexp(logits, dim=-1)
+        target_logit = logits.gather(1, t.clamp(min=0)[:, None]).squeeze(1)
+        total += torch.where(valid, lse - target_logit, 0.0).sum()
+        if not (grad_hidden or grad_weight):
+            continue
+        d_logits = _softmax_minus_onehot(logits, lse, t, valid, compute_dtype)
+        if grad_hidden:
+            d_hidden[start:start + chunk_size] = (w_t @ d_logits.t()).t().to(hidden.dtype)
+        if grad_weight:
+            chunk_grad = d_logits.t() @ h
+            d_weight = chunk_grad.float() if d_weight is None else d_weight.add_(chunk_grad)
+    if d_weight is None and grad_weight:  # no tokens at all
+        d_weight = torch.zeros_like(weight, dtype=torch.float32)
+    return total, d_hidden, d_weight
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index: int, chunk_size: int):
-        # hidden: (N, d); weight: (V, d); targets: (N,). Returns the *summed* loss over non-ignored targets.
-        n = hidden.shape[0]
-        device = hidden.device.type
-        compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-        w_t = weight.to(compute_dtype).t()  # (d, V)
-        if torch.compiler.is_compiling():  # inductor folds the transposed copy into the cast; eagerly it costs more
-            w_t = w_t.contiguous()          # than it saves (see the module doc)
-        grad_hidden = torch.empty_like(hidden) if hidden.requires_grad else None
-        grad_weight = None
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for start in range(0, n, chunk_size):
-            h = hidden[start:start + chunk_size].to(compute_dtype)
-            t = targets[start:start + chunk_size]
-            valid = t != ignore_index
-            logits = (h @ w_t).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            target_logit = logits.gather(1, t.clamp(min=0)[:, None]).squeeze(1)
-            total += torch.where(valid, lse - target_logit, 0.0).sum()
-            d_logits = _softmax_minus_onehot(logits, lse, t, valid, compute_dtype)
-            if grad_hidden is not None:
-                grad_hidden[start:start + chunk_size] = (w_t @ d_logits.t()).t().to(hidden.dtype)
-            if weight.requires_grad:
-                chunk_grad = d_logits.t() @ h
-                grad_weight = chunk_grad.float() if grad_weight is None else grad_weight.add_(chunk_grad)
-        if grad_weight is None and weight.requires_grad:  # no tokens at all
-            grad_weight = torch.zeros_like(weight, dtype=torch.float32)
+        # The gradients are formed here, with the loss; backward only scales them by the incoming gradient.
+        total, grad_hidden, grad_weight = _chunked_loss(hidden, weight, targets, ignore_index, chunk_size,
+                                                        hidden.requires_grad, weight.requires_grad)
         ctx.save_for_backward(grad_hidden, grad_weight)
         return total
 
@@ -82,7 +97,12 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
                          ignore_index: int = -100, chunk_size: int = 2048) -> torch.Tensor:
     """Sum over tokens of cross_entropy(hidden @ weight.T, targets), chunk by chunk.
 
-    hidden (…, d) and targets (…) are flattened; targets equal to `ignore_index` contribute nothing.
+    hidden (…, d) and targets (…) are flattened; targets equal to `ignore_index` contribute nothing. Without
+    autograd (``torch.no_grad()``, or no input that requires grad) only the loss is computed: a weight keeps
+    ``requires_grad=True`` under no_grad, so the autograd Function would otherwise form its gradient for nothing.
     """
     d = hidden.shape[-1]
-    return _LinearCrossEntropy.apply(hidden.reshape(-1, d), weight, targets.reshape(-1), ignore_index, chunk_size)
+    hidden, targets = hidden.reshape(-1, d), targets.reshape(-1)
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, chunk_size)
+    return _chunked_loss(hidden, weight, targets, ignore_index, chunk_size, grad_hidden=False, grad_weight=False)[0]
