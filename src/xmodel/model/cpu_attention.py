@@ -10,12 +10,19 @@ be reused from the heap; a whole (T × T) fp32 matrix per head made it slower th
 Eagerly the same ops are slower than the flash kernel, so the model uses this only under `torch.compile`,
 on CPU, up to `MAX_SEQ_LEN` (the graph unrolls one block per 128 rows). The forward is the flash kernel
 either way, so outputs are unchanged.
+
+`cpu_attention_forward` is this module as an attention implementation of transformers' registry, under the
+name `CPU_ATTENTION` ("xmodel_cpu"): SDPA with the grouped K/V heads read in place (no repeated copies) and
+the recomputing backward where it pays. Xmodel runs it for "sdpa" on CPU (`modeling_xmodel.XmodelAttention`);
+with its mask function registered too, any transformers model can select it by name.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 BLOCK = 128  # query rows per backward block: the fastest of 64, 128, 256, 512 at 1,024 and 2,048 tokens
 MAX_SEQ_LEN = 2048  # longer sequences keep the flash backward (not measured beyond)
@@ -87,3 +94,28 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     else:
         dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     return _CausalAttention.apply(q.to(dtype), k.to(dtype), v.to(dtype), scale)
+
+
+def cpu_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
+                          **kwargs) -> tuple[torch.Tensor, None]:
+    """SDPA as transformers' attention interface calls it: (B, H, T, D) inputs, (B, T, H, D) output.
+
+    No mask means causal over the new tokens (SDPA's is_causal), or no mask at all for one token after a cache.
+    Grouped K/V heads go to SDPA as they are (``enable_gqa``), and in compiled CPU training causal attention
+    without a cache (as many keys as queries) takes the recomputing backward; the forward is the same kernel.
+    """
+    q_len = query.shape[2]
+    is_causal = attention_mask is None and q_len > 1
+    if is_causal and key.shape[2] == q_len and dropout == 0.0 and use_recomputing_backward(query, q_len):
+        out = causal_attention(query, key, value, scale=scaling)
+    else:
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
+                                             is_causal=is_causal, scale=scaling,
+                                             enable_gqa=key.shape[1] != query.shape[1])
+    return out.transpose(1, 2), None
+
+
+CPU_ATTENTION = "xmodel_cpu"
+AttentionInterface.register(CPU_ATTENTION, cpu_attention_forward)
+AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)  # the masks SDPA takes (boolean, or None for causal)

@@ -9,14 +9,19 @@ checkpoints and tools line up), with the μP multipliers of MiniCPM's released m
 4. hidden 2-D weights trained at ``lr / m``                           (`xmodel.model.mup.mup_param_groups`)
 5. final hidden state ÷ m before the LM head                        (`XmodelForCausalLM.forward`)
 
-with m = hidden_size / dim_model_base. Attention runs through `torch.nn.functional.scaled_dot_product_attention`
-with the usual 1/sqrt(head_dim) scale (in compiled CPU training its backward is `cpu_attention`'s, which is
-faster there); the KV cache is transformers' own `DynamicCache`, so `generate` works unchanged.
+with m = hidden_size / dim_model_base. Attention, with the usual 1/sqrt(head_dim) scale, goes through transformers'
+attention registry as Llama's does: ``attn_implementation`` "sdpa" (the default), "eager", "flex_attention",
+"flash_attention_2" or any registered name selects it (`from_pretrained(..., attn_implementation=...)`,
+`set_attn_implementation`). On CPU, "sdpa" runs as `cpu_attention`'s "xmodel_cpu": the same SDPA kernel, with
+grouped K/V heads read in place and, in compiled training, a faster backward. The KV cache is transformers' own
+`DynamicCache`, so `generate` works unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,13 +29,18 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_xmodel import XmodelConfig
-from .cpu_attention import causal_attention, use_recomputing_backward
+from .cpu_attention import CPU_ATTENTION
 from .fused_loss import linear_cross_entropy
 from .loading import check_checkpoint_matches_config
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 
 class XmodelRMSNorm(nn.Module):
@@ -78,39 +88,67 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + rotate_half(x) * sin
 
 
+def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0, **kwargs):
+    """Attention in plain tensor ops (the "eager" implementation, as Llama's): the mask is additive."""
+    key = key.repeat_interleave(module.num_key_value_groups, dim=1)
+    value = value.repeat_interleave(module.num_key_value_groups, dim=1)
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+def attention_implementation(config: XmodelConfig, query: torch.Tensor) -> str:
+    """The registered attention to run: the configured one, except that "sdpa" on CPU runs as "xmodel_cpu".
+
+    Both are the same SDPA kernel. Xmodel's reads grouped K/V heads in place (transformers' "sdpa" copies them
+    repeated when there is a mask, as in the engine's compiled decoding) and gives compiled CPU training its
+    faster backward (`cpu_attention`), so on CPU the default is what it was before the registry.
+    """
+    if config._attn_implementation == "sdpa" and query.device.type == "cpu":
+        return CPU_ATTENTION
+    return config._attn_implementation
+
+
 class XmodelAttention(nn.Module):
     """Grouped-query attention: `num_key_value_heads` K/V heads shared by groups of query heads."""
 
     def __init__(self, config: XmodelConfig, layer_idx: int):
         super().__init__()
+        self.config = config
         self.layer_idx = layer_idx
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim ** -0.5
+        self.is_causal = True
         d = config.hidden_size
-        self.q_proj = nn.Linear(d, self.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, d, bias=False)
+        self.q_proj = nn.Linear(d, config.num_attention_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d, config.num_key_value_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, config.num_key_value_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(config.num_attention_heads * self.head_dim, d, bias=False)
 
-    def forward(self, x, position_embeddings, attention_mask=None, past_key_values: Cache | None = None):
-        bsz, q_len, _ = x.shape
-        q = self.q_proj(x).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(bsz, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(bsz, q_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+    def forward(self, hidden_states, position_embeddings, attention_mask=None, past_key_values: Cache | None = None,
+                **kwargs):
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         cos, sin = position_embeddings
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        query_states, key_states = apply_rotary(query_states, cos, sin), apply_rotary(key_states, cos, sin)
         if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        # No mask means causal over the new tokens: SDPA's is_causal path, or (one token after a cache) no mask.
-        is_causal = attention_mask is None and q_len > 1
-        if is_causal and past_key_values is None and use_recomputing_backward(q, q_len):
-            out = causal_attention(q, k, v, scale=self.head_dim ** -0.5)  # same forward, faster backward here
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, is_causal=is_causal,
-                                                 enable_gqa=self.num_kv_heads != self.num_heads)
-        out = out.transpose(1, 2).reshape(bsz, q_len, self.num_heads * self.head_dim)
-        return self.o_proj(out)
+            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            attention_implementation(self.config, query_states), eager_attention_forward)
+        attn_output, _ = attention_interface(self, query_states, key_states, value_states, attention_mask,
+                                             dropout=0.0, scaling=self.scaling, **kwargs)
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(attn_output)
 
 
 class XmodelMLP(nn.Module):
@@ -137,7 +175,7 @@ class XmodelDecoderLayer(GradientCheckpointingLayer):
 
     def forward(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None, **kwargs):
         attn_out = self.self_attn(self.input_layernorm(hidden_states), position_embeddings, attention_mask,
-                                  past_key_values)
+                                  past_key_values, **kwargs)
         hidden_states = hidden_states + attn_out * self.residual_scale
         mlp_out = self.mlp(self.post_attention_layernorm(hidden_states))
         return hidden_states + mlp_out * self.residual_scale
@@ -160,7 +198,10 @@ class XmodelPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["XmodelDecoderLayer"]
     _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
     _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
     _can_compile_fullgraph = True
 
     @classmethod
@@ -215,6 +256,28 @@ def build_attention_mask(attention_mask: torch.Tensor | None, q_len: int, past_l
     return allowed
 
 
+def causal_mask(config: XmodelConfig, attention_mask: torch.Tensor | None, inputs_embeds: torch.Tensor,
+                past_len: int) -> torch.Tensor | BlockMask | None:
+    """The mask of the new positions over past + new ones, in the form the configured attention takes.
+
+    SDPA (and "xmodel_cpu") get `build_attention_mask`'s boolean mask or None. Other implementations get what the
+    mask function transformers registered for them builds from the 2-D padding mask (an additive mask for eager,
+    a BlockMask for flex attention, the padding mask or None for flash attention), or None if none is registered.
+    Only `get_seq_length` is read from a cache (`past_len`), as everywhere in this model.
+    """
+    batch, q_len = inputs_embeds.shape[:2]
+    implementation = config._attn_implementation
+    if implementation in ("sdpa", CPU_ATTENTION):
+        return build_attention_mask(attention_mask, q_len, past_len, inputs_embeds.device)
+    if implementation not in ALL_MASK_ATTENTION_FUNCTIONS:
+        return None
+    if attention_mask is not None:
+        attention_mask = attention_mask[:, -(past_len + q_len):].to(inputs_embeds.device, torch.bool)
+    return ALL_MASK_ATTENTION_FUNCTIONS[implementation](
+        batch_size=batch, q_length=q_len, kv_length=past_len + q_len, q_offset=past_len, kv_offset=0,
+        attention_mask=attention_mask, dtype=inputs_embeds.dtype, device=inputs_embeds.device)
+
+
 class XmodelModel(XmodelPreTrainedModel):
     def __init__(self, config: XmodelConfig):
         super().__init__(config)
@@ -236,8 +299,9 @@ class XmodelModel(XmodelPreTrainedModel):
         if use_cache and past_key_values is None and not self.training:
             past_key_values = DynamicCache(config=self.config)
         if attention_mask is not None and attention_mask.dim() == 4:
-            # A (B, 1, q, kv) boolean mask built by the caller is used as given — the engine's compiled decode
-            # step attends over a fixed-size cache window this way, without reading the cache's length.
+            # A (B, 1, q, kv) mask built by the caller, in the form the attention implementation takes (boolean for
+            # SDPA), is used as given — the engine's compiled decode step attends over a fixed-size cache window
+            # this way, without reading the cache's length.
             if position_ids is None:
                 raise ValueError("a 4-D attention mask needs explicit position_ids")
             mask = attention_mask
@@ -246,7 +310,7 @@ class XmodelModel(XmodelPreTrainedModel):
             q_len = inputs_embeds.shape[1]
             if position_ids is None:
                 position_ids = torch.arange(past_len, past_len + q_len, device=inputs_embeds.device)[None]
-            mask = build_attention_mask(attention_mask, q_len, past_len, inputs_embeds.device)
+            mask = causal_mask(self.config, attention_mask, inputs_embeds, past_len)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
 
         hidden_states = inputs_embeds
@@ -254,7 +318,7 @@ class XmodelModel(XmodelPreTrainedModel):
         for layer in self.layers:
             if all_hidden is not None:
                 all_hidden.append(hidden_states)
-            hidden_states = layer(hidden_states, position_embeddings, mask, past_key_values)
+            hidden_states = layer(hidden_states, position_embeddings, mask, past_key_values, **kwargs)
         hidden_states = self.norm(hidden_states)
         if all_hidden is not None:
             all_hidden.append(hidden_states)
@@ -280,7 +344,8 @@ class XmodelForCausalLM(XmodelPreTrainedModel, GenerationMixin):
         chunk without materialising the B·T·V logits (`xmodel.model.fused_loss`) and ``logits`` is None."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          past_key_values=cache if cache is not None else past_key_values,
-                         inputs_embeds=inputs_embeds, use_cache=use_cache, output_hidden_states=output_hidden_states)
+                         inputs_embeds=inputs_embeds, use_cache=use_cache, output_hidden_states=output_hidden_states,
+                         **kwargs)
         hidden = out.last_hidden_state / self.config.width_mult  # μP op 5: logits ÷ m
         if labels is not None and not return_logits:
             targets = shift_labels(labels.to(hidden.device))
