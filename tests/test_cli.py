@@ -33,7 +33,7 @@ def test_info_json_with_overrides(capsys):
     (["info", "nano", "--model.hidden_size", "abc"], "model.hidden_size: expected int, got 'abc'"),
     (["info", "nano", "--model.num_key_value_heads", "3"], "num_key_value_heads: 3 does not divide"),
     (["info", "/no/such/dir"], "no such model directory"),
-    (["info", "nano", "--seq-len", "x"], "invalid int value"),
+    (["info", "nano", "--seq-len", "x"], "--seq-len: must be a positive integer, got 'x'"),
     (["generate", "/no/such/dir", "--prompt", "hi"], "no such model directory"),
     (["frobnicate"], "invalid choice"),
 ])

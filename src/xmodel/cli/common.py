@@ -22,6 +22,25 @@ def add_data_root_arg(parser: argparse.ArgumentParser) -> None:
                         help="the data root (default: $XMODEL_DATA_ROOT, else shared/data beside the checkout)")
 
 
+def _int_at_least(text: str, least: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0 (a bad value is argparse's one-line error)."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0, "an integer ≥ 0")
+
+
 def config_from_args(args, preset: str | None = None) -> Config:
     return load_config(preset=preset, yaml_path=args.config, overrides=args.overrides)
 

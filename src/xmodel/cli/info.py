@@ -7,7 +7,7 @@ import json
 from ..config import PRESETS, load_config
 from ..model.configuration_xmodel import XmodelConfig
 from ..model.stats import model_stats, training_memory_bytes
-from .common import add_config_args, config_from_args, human, is_preset, require_model_dir
+from .common import add_config_args, config_from_args, human, is_preset, positive_int, require_model_dir
 
 
 def register(sub) -> None:
@@ -16,9 +16,9 @@ def register(sub) -> None:
                                    "training-memory estimate and KV-cache bytes per token. With no argument: "
                                    "every preset.")
     p.add_argument("target", nargs="?", help=f"a preset ({', '.join(PRESETS)}) or a model directory")
-    p.add_argument("--seq-len", type=int, default=None, help="context length for FLOPs and memory "
+    p.add_argument("--seq-len", type=positive_int, default=None, help="context length for FLOPs and memory "
                                                               "(default: the model's max_position_embeddings)")
-    p.add_argument("--micro-batch", type=int, default=1, help="sequences per micro-batch for the memory estimate")
+    p.add_argument("--micro-batch", type=positive_int, default=1, help="sequences per micro-batch for the memory estimate")
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="activation / KV-cache precision")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_config_args(p)

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import XmodelError
-from .common import add_config_args, config_from_args
+from .common import add_config_args, config_from_args, non_negative_int, positive_int
 
 
 def register(sub) -> None:
@@ -17,9 +17,9 @@ def register(sub) -> None:
     p.add_argument("action", choices=["plot"], help="what to do (plot)")
     p.add_argument("config_file", nargs="?", metavar="CONFIG", help="YAML config (same as --config)")
     p.add_argument("--preset", default=None)
-    p.add_argument("--steps", type=int, default=None, help="steps to draw (default: train.max_steps, or past "
+    p.add_argument("--steps", type=positive_int, default=None, help="steps to draw (default: train.max_steps, or past "
                                                             "the decay start plus 4 half-lives)")
-    p.add_argument("--decay-from", type=int, default=None, metavar="N")
+    p.add_argument("--decay-from", type=non_negative_int, default=None, metavar="N")
     p.add_argument("--output", default="schedule.png")
     add_config_args(p)
     p.set_defaults(func=run)
@@ -41,6 +41,10 @@ def run(args) -> int:
         if sched.kind != "wsd":
             raise XmodelError("--decay-from: only a WSD schedule has a decay start")
         sched = dataclasses.replace(sched, decay_start=args.decay_from)
+        try:
+            sched.validate()
+        except ValueError as e:
+            raise XmodelError(f"--decay-from: {e}") from None
     steps = args.steps or max(cfg.train.max_steps,
                               int((sched.decay_start or 0) + 4 * sched.half_life) if sched.decay_start else 0)
     xs = list(range(steps))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_data_root_arg, add_config_args
+from .common import add_config_args, add_data_root_arg, positive_int
 
 
 def register(sub) -> None:
@@ -21,7 +21,7 @@ def register(sub) -> None:
                                        "it in the transformers layout.")
     t.add_argument("--out", required=True, help="directory to write (must not exist or be empty)")
     add_data_root_arg(t)
-    t.add_argument("--vocab-size", type=int, help="overrides data.tokenizer.vocab_size")
+    t.add_argument("--vocab-size", type=positive_int, help="overrides data.tokenizer.vocab_size")
     t.add_argument("--model", choices=["unigram", "bpe"], help="overrides data.tokenizer.model")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_config_args(t)
@@ -49,13 +49,12 @@ def _data_config(args):
 
 
 def run_train(args) -> int:
+    from ..tokenizer.loading import tokenizer_meta
     from ..tokenizer.train import train_tokenizer
 
     cfg = _data_config(args)
     path = train_tokenizer(cfg, args.out, args.data_root, vocab_size=args.vocab_size, model=args.model,
                            overwrite=args.overwrite)
-    from ..tokenizer.train import tokenizer_meta
-
     print(f"wrote {path} (hash {tokenizer_meta(path)['hash']})")
     return 0
 

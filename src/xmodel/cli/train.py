@@ -38,8 +38,9 @@ def run(args) -> int:
     from ..train.run import run_stage
 
     cfg = config_from_args(args, args.preset)
-    if cfg.preset is None and args.preset is None and not args.config:
+    if cfg.preset is None:  # no preset named anywhere: nano's shape under the file's own model values
         cfg = config_from_args(args, "nano")
+        print("no preset named (--preset or `preset:` in the config): the model starts from nano's shape")
     tokenizer = args.tokenizer or cfg.data.tokenizer.path
     if not tokenizer:
         raise XmodelError("no tokenizer: pass --tokenizer DIR or set data.tokenizer.path")

@@ -44,6 +44,11 @@ def load_config(preset: str | None = None, yaml_path: str | Path | None = None,
         dotted = parse_overrides(list(overrides or []))
     for key, value in dotted.items():
         set_dotted(data, key, value)
+    named = data.get("preset")
+    if named is not None:
+        preset_values(named)  # an unknown name in a file is an error here, not when some later command reads it
+        if preset is not None and named != preset and "preset" not in dotted:
+            raise ConfigError(f"preset: {yaml_path} names {named!r} but the command names {preset!r}")
     preset = data.get("preset", preset) if preset is None or "preset" in dotted else preset
     if preset is not None:
         data["preset"] = preset

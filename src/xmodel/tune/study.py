@@ -97,6 +97,10 @@ def open_study(storage: str, name: str, cfg: StudyConfig, settings: dict, worker
 
 def load_study(storage: str, name: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if "://" not in storage and not Path(storage).expanduser().is_file():
+        raise XmodelError(f"--storage {storage}: no such study database (reading never creates one)")
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
+        raise XmodelError(f"--storage {storage}: no such study database (reading never creates one)")
     try:
         return optuna.load_study(study_name=name, storage=storage_url(storage))
     except KeyError:
