@@ -158,7 +158,7 @@ def test_missing_path_is_one_line_error(shared_data):
 
 def test_vocab_and_tokenizer_mismatch_are_refused(shared_data, tmp_path, tokenizer_dir, char_tokenizer_dir):
     from xmodel.data.prepare import prepare_data
-    from xmodel.data.shards import check_tokenizer, check_vocab
+    from xmodel.data.shards import PackedDataset, check_tokenizer, check_vocab
 
     from .data_helpers import small_data_config
     cfg = small_data_config(sources=[{"name": "en", "paths": [EN], "max_docs": 30}], decay={"sft": {}},
@@ -167,9 +167,9 @@ def test_vocab_and_tokenizer_mismatch_are_refused(shared_data, tmp_path, tokeniz
     check_tokenizer(m, tokenizer_dir)  # the same tokenizer passes
     with pytest.raises(XmodelError, match="shards were tokenised with tokenizer .* not with this tokenizer"):
         check_tokenizer(tmp_path / "p", char_tokenizer_dir)
-    with pytest.raises(XmodelError, match="has 4000 entries but model.vocab_size is 211"):
+    with pytest.raises(XmodelError, match="the shards' tokenizer has 4000 tokens but model.vocab_size is 211"):
         check_vocab(m, 211)
-    check_vocab(m.dataset("en"), 4000)
+    check_vocab(PackedDataset.of(m, "en"), 4000)
 
 
 def test_data_root_precedence_and_errors(tmp_path, monkeypatch):

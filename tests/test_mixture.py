@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
-from xmodel.data.mixture import IGNORE_INDEX, MixtureSampler, build_sampler, permute
+from xmodel.data.batches import IGNORE_INDEX
+from xmodel.data.heldout import HeldoutSource
+from xmodel.data.mixture import MixtureSampler, build_sampler
+from xmodel.data.permute import permute
 from xmodel.errors import XmodelError
 
 from .data_helpers import small_data_config
@@ -52,12 +55,12 @@ def test_labels_mask_only_sft_prompt_tokens(prepared, small_cfg):
 def test_heldout_sequences_never_appear_in_training_batches(prepared, small_cfg):
     sampler = build_sampler(prepared, small_cfg, "stable", seed=0)
     train_rows = {row.tobytes() for row in sampler.batch(0, 6000)["input_ids"].numpy()}
-    for name in sampler.heldout_sources():
-        batches = list(sampler.heldout_batches(name, batch_size=16))
-        assert sum(len(b["input_ids"]) for b in batches) == prepared.sources[name]["heldout"]["sequences"] > 0
-        for b in batches:
-            assert not any(row.tobytes() in train_rows for row in b["input_ids"].numpy())
-    assert set(sampler.heldout_sources()) == {"en", "zh", "code"}
+    held = HeldoutSource(sampler)
+    assert len(held) == sum(prepared.split(n, "heldout").sequences for n in ("en", "zh", "code")) > 0
+    assert all(prepared.split(n, "heldout").sequences > 0 for n in ("en", "zh", "code"))
+    rows = held.batch(0, len(held))["input_ids"].numpy()
+    assert len({row.tobytes() for row in rows}) == len(held)  # every held-out sequence once
+    assert not any(row.tobytes() in train_rows for row in rows)
 
 
 def test_each_epoch_visits_every_sequence_once(prepared, small_cfg):

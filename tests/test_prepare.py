@@ -16,8 +16,10 @@ import yaml
 from xmodel.data.dedup import load_removed
 from xmodel.data.ingest import SkipLog, iter_records, resolve_files, text_of
 from xmodel.data.prepare import WORK, prepare_data
-from xmodel.data.shards import PackedDataset, load_manifest
-from xmodel.data.simhash import content_hash, is_heldout_hash
+from xmodel.data.heldout import is_heldout
+from xmodel.data.manifest import load_manifest
+from xmodel.data.shards import PackedDataset
+from xmodel.data.simhash import content_hash
 from xmodel.errors import XmodelError
 from xmodel.tokenizer import EOS, IM_END, IM_START, load_tokenizer
 
@@ -37,7 +39,7 @@ def expected_stream(cfg, root, tok, source_index: int, rank: int, removed: set, 
             continue
         text = text_of(rec, src.text_field)
         ids = tok.encode(text, add_special_tokens=False).ids + [eos]
-        held = is_heldout_hash(content_hash(text)[0], cfg.heldout.fraction) and heldout + len(ids) <= cap
+        held = is_heldout(content_hash(text)[0], cfg.heldout.fraction) and heldout + len(ids) <= cap
         if held:
             heldout += len(ids)
         if held == (split == "heldout"):
@@ -52,7 +54,7 @@ def test_shard_tokens_equal_a_direct_encode(prepared, small_cfg, shared_data, to
     name = small_cfg.sources[source_index].name
     seq = small_cfg.seq_len
     for split in ("train", "heldout"):
-        ds = prepared.dataset(name, split)
+        ds = PackedDataset.of(prepared, name, split)
         for shard in ds.shards:
             rank = int(shard["file"].split("-")[1].split(".")[0])
             want = expected_stream(small_cfg, shared_data, tok, source_index, rank, removed, split)
@@ -86,7 +88,7 @@ def test_sft_sequences_train_only_on_assistant_turns(prepared, tokenizer_dir):
     tok = load_tokenizer(tokenizer_dir)
     start, end, eos = tok.token_to_id(IM_START), tok.token_to_id(IM_END), tok.token_to_id(EOS)
     user = tok.encode("user", add_special_tokens=False).ids
-    ds = prepared.dataset("sft.math")
+    ds = PackedDataset.of(prepared, "sft.math")
     assert ds.has_mask
     trained_end, shares = 0, []
     for i in range(min(len(ds), 40)):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..tokenizer.config import TokenizerConfig
+from .weights import decay_shares, normalise_weights
 
 SFT_CATEGORIES = ("math", "code", "logic", "knowledge", "commonsense")
 FORMATS = ("auto", "jsonl", "text", "parquet", "hf_disk", "hf_hub")
@@ -86,7 +87,7 @@ class SftFormatConfig:
         chosen per record from a seeded hash, so a rerun produces the same text.
     few_shot: fraction of records that get 1..max_shots solved examples of the same file in their prompt.
     system_prompt: fraction of records that get a system turn.
-    mask_prompt: train only on the assistant turns (prompt tokens get label -100).
+    mask_prompt: train only on the assistant turns (prompt tokens get label IGNORE_INDEX, see `batches`).
     """
 
     diversify: bool = True
@@ -230,30 +231,16 @@ class DataConfig:
 
     def stage_weights(self, stage: str) -> dict[str, float]:
         """Normalised sequence (= token) shares of each packed source in a stage ("stable" or "decay")."""
-        pre = {s.name: s.weight for s in self.sources}
+        pretrain = {s.name: s.weight for s in self.sources}
         if stage == "stable":
-            return _normalise(pre, "stable weights (sources[].weight)")
+            return normalise_weights(pretrain, "stable weights (sources[].weight)")
         if stage != "decay":
             raise ValueError(f"stage: must be 'stable' or 'decay', got {stage!r}")
-        share = self.decay.sft_share
-        pre_w = _normalise(self.decay.pretrain_weights or pre, "decay pretraining weights") if share < 1 else {}
-        cats = {f"sft.{c}": w for c, w in self.decay.categories.items() if w > 0}
-        missing = [n for n in cats if not self.decay.sft.get(n[4:])]
-        if share > 0 and missing:
-            raise ValueError(f"decay.categories: {', '.join(n[4:] for n in missing)} has weight but no files "
-                             f"under decay.sft")
-        sft_w = _normalise(cats, "decay.categories") if share > 0 else {}
-        out = {n: (1 - share) * w for n, w in pre_w.items()}
-        for n, w in sft_w.items():
-            out[n] = out.get(n, 0.0) + share * w
-        return {n: w for n, w in out.items() if w > 0}
-
-
-def _normalise(weights: dict[str, float], what: str) -> dict[str, float]:
-    total = sum(w for w in weights.values() if w > 0)
-    if total <= 0:
-        raise ValueError(f"{what}: no source has a positive weight")
-    return {n: w / total for n, w in weights.items() if w > 0}
+        decay = self.decay
+        missing = [c for c, w in decay.categories.items() if w > 0 and not decay.sft.get(c)]
+        if decay.sft_share > 0 and missing:
+            raise ValueError(f"decay.categories: {', '.join(missing)} has weight but no files under decay.sft")
+        return decay_shares(decay.sft_share, decay.pretrain_weights or pretrain, decay.categories)
 
 
 def resolve_config_path(name_or_path: str | None) -> str | None:

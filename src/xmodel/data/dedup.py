@@ -13,27 +13,26 @@ Exact duplicates keep their earliest copy too. Both counts are reported per sour
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import save_array_atomic, save_arrays_atomic
 from .ingest import SOURCE_SHIFT
+from .permute import permute
 from .simhash import cluster_minimum, near_duplicate_pairs
 
 FIELDS = ("uid", "hi", "lo", "sig", "nfeat")
+REMOVED = "removed.npy"
 
 
-def save_arrays(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+# ---- the dedup folder: one file per task and stage (written whole, see `atomic`) ----------------------------
 
-
-def save_signatures(path: Path, uid, hi, lo, sig, nfeat) -> None:
-    save_arrays(path, uid=np.asarray(uid, np.uint64), hi=np.asarray(hi, np.uint64), lo=np.asarray(lo, np.uint64),
-                sig=np.asarray(sig, np.uint64), nfeat=np.asarray(nfeat, np.uint32))
+def save_signatures(folder: Path, rank: int, uid, hi, lo, sig, nfeat) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_arrays_atomic(folder / f"sig-{rank:05d}.npz", uid=np.asarray(uid, np.uint64), hi=np.asarray(hi, np.uint64),
+                       lo=np.asarray(lo, np.uint64), sig=np.asarray(sig, np.uint64),
+                       nfeat=np.asarray(nfeat, np.uint32))
 
 
 def load_signatures(folder: Path) -> dict[str, np.ndarray]:
@@ -45,6 +44,27 @@ def load_signatures(folder: Path) -> dict[str, np.ndarray]:
     order = np.argsort(data["uid"], kind="stable")
     return {k: v[order] for k, v in data.items()}
 
+
+def save_pairs(folder: Path, rank: int, pairs: np.ndarray) -> None:
+    save_array_atomic(folder / f"pairs-{rank:05d}.npy", pairs)
+
+
+def load_pairs(folder: Path) -> np.ndarray:
+    """Every task's near-duplicate uid pairs."""
+    parts = [np.load(f) for f in sorted(folder.glob("pairs-*.npy"))]
+    return np.concatenate(parts) if parts else np.zeros((0, 2), np.uint64)
+
+
+def save_removed(folder: Path, removed: np.ndarray) -> None:
+    save_array_atomic(folder / REMOVED, removed)
+
+
+def load_removed(folder: Path) -> np.ndarray:
+    f = folder / REMOVED
+    return np.load(f) if f.is_file() else np.zeros(0, np.uint64)
+
+
+# ---- deciding ---------------------------------------------------------------------------------------------
 
 def exact_duplicates(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Boolean mask of documents whose exact text appeared earlier (inputs sorted by uid)."""
@@ -69,8 +89,6 @@ def bucket_members(n: int, round_: int, bucket: int, bucket_size: int) -> np.nda
     if round_ == 0:
         order = np.arange(n)
     else:  # a keyed permutation (ours, so the buckets do not depend on the numpy version)
-        from .mixture import permute
-
         order = permute(np.arange(n), n, key=round_).astype(np.int64)
     return np.sort(order[bucket * bucket_size:(bucket + 1) * bucket_size])
 
@@ -121,12 +139,3 @@ def decide_removals(sigs: dict, pairs: np.ndarray, dcfg, source_names: dict[int,
     removed = np.sort(uid[exact | near])
     return removed, report
 
-
-def load_removed(folder: Path) -> np.ndarray:
-    f = folder / "removed.npy"
-    return np.load(f) if f.is_file() else np.zeros(0, np.uint64)
-
-
-def load_report(folder: Path) -> dict:
-    f = folder / "dedup.json"
-    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}

@@ -17,87 +17,62 @@ How a position maps to a sequence:
    (a Feistel network keyed by seed, source and epoch: O(1) memory however large N is).
 
 Held-out sequences live in separate shards (documents chosen by content hash at prepare time), so they never
-appear in training batches; `heldout_batches` reads them for eval loss.
+appear in training batches; `heldout.HeldoutSource` reads them for eval loss.
+
+`mixture_record(sampler)` is what a run's config.json keeps of the mixture it trained on; `xmodel data stats
+RUN_DIR` prints it back (`load_mixture_record`).
 """
 
 from __future__ import annotations
 
-import math
+import json
+import os
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
+import torch
 import xxhash
 
 from ..errors import XmodelError
-from .shards import Manifest, PackedDataset, load_manifest
+from .batches import as_batch, labels_from_mask
+from .manifest import Manifest, load_manifest
+from .permute import permute
+from .shards import PackedDataset
+from .weights import normalise_weights
 
-IGNORE_INDEX = -100
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
-def _round_fn(x: np.ndarray, key: np.uint64) -> np.ndarray:
-    h = x ^ key
-    h = (h ^ (h >> np.uint64(30))) * _M1
-    h = (h ^ (h >> np.uint64(27))) * _M2
-    return h ^ (h >> np.uint64(31))
+RUN_CONFIG = "config.json"   # a training run's config, where the trainer records the mixture
+RECORD_KEY = "mixture"
 
 
-def permute(index: np.ndarray, n: int, key: int) -> np.ndarray:
-    """A keyed pseudo-random permutation of [0, n), applied to `index` (array, values in [0, n)).
-
-    Four-round Feistel network on the smallest even bit width covering n, with cycle walking for values that
-    land outside [0, n): a bijection on [0, n) that needs no table.
-    """
-    index = np.asarray(index, dtype=np.uint64)
-    if n <= 1:
-        return np.zeros_like(index)
-    bits = max(2, math.ceil(math.log2(n)))
-    bits += bits % 2
-    half = np.uint64(bits // 2)
-    mask = np.uint64((1 << (bits // 2)) - 1)
-    keys = [np.uint64(xxhash.xxh3_64_intdigest(f"{key}:{r}".encode())) for r in range(4)]
-
-    def once(x: np.ndarray) -> np.ndarray:
-        left, right = x >> half, x & mask
-        for k in keys:
-            left, right = right, left ^ (_round_fn(right, k) & mask)
-        return (left << half) | right
-
-    out = once(index)
-    outside = out >= np.uint64(n)
-    while outside.any():
-        out[outside] = once(out[outside])
-        outside = out >= np.uint64(n)
-    return out
+def stratified_slots(shares, block: int) -> np.ndarray:
+    """The source (index into `shares`, which sum to 1) of each of a block's slots: slot j goes to the source whose
+    cumulative-share interval holds (j + 0.5) / block, so each source gets round(share × block) slots (±1)."""
+    edges = np.cumsum(np.asarray(shares, dtype=np.float64))
+    edges[-1] = 1.0
+    slots = np.searchsorted(edges, (np.arange(block) + 0.5) / block, side="right")
+    return np.minimum(slots, len(edges) - 1).astype(np.int64)
 
 
 class MixtureSampler:
     """Deterministic weighted sampling of packed sequences by global sequence position (see module doc)."""
 
     def __init__(self, manifest: Manifest | str, weights: dict[str, float], seed: int = 0, block: int = 4096,
-                 cache_blocks: int = 64):
+                 cache_blocks: int = 64, stage: str | None = None):
         self.manifest = load_manifest(manifest)
         self.seed = int(seed)
         self.block = int(block)
-        self.names = [n for n, w in weights.items() if w > 0]
-        if not self.names:
-            raise XmodelError("mixture: no source with a positive weight")
-        self.datasets = [self.manifest.dataset(n, "train") for n in self.names]
+        self.stage = stage  # "stable" or "decay" when built from a config's stage mixture (for the run's record)
+        self.weights = normalise_weights(weights, "mixture")
+        self.names = list(self.weights)
+        self.datasets = [PackedDataset.of(self.manifest, n, "train") for n in self.names]
         for name, ds in zip(self.names, self.datasets):
             if len(ds) == 0:
                 raise XmodelError(f"mixture: source {name} has weight {weights[name]:g} but no training sequences "
                                   f"in {self.manifest.path} (too little data for one {ds.seq_len}-token sequence?)")
         self.seq_len = self.manifest.seq_len
         self.tokenizer_hash = self.manifest.tokenizer_hash
-        total = sum(weights[n] for n in self.names)
-        self.weights = {n: weights[n] / total for n in self.names}
-        w = np.array([self.weights[n] for n in self.names])
-        # Stratified slots: slot j of a block goes to the source whose cumulative-weight interval holds
-        # (j + 0.5) / block — each source gets round(w * block) slots (±1).
-        edges = np.cumsum(w)
-        edges[-1] = 1.0
-        self._template = np.minimum(np.searchsorted(edges, (np.arange(self.block) + 0.5) / self.block, side="right"),
-                                    len(self.names) - 1).astype(np.int64)
+        self._template = stratified_slots([self.weights[n] for n in self.names], self.block)
         self.per_block = np.bincount(self._template, minlength=len(self.names))
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_blocks = cache_blocks
@@ -109,8 +84,6 @@ class MixtureSampler:
         if hit is not None:
             self._cache.move_to_end(k)
             return hit
-        # Our own keyed permutation, not numpy's Generator: numpy does not promise the same stream across
-        # versions, and a resumed run must read the same data after an upgrade.
         key = xxhash.xxh3_64_intdigest(f"block:{self.seed}:{k}".encode())
         sources = self._template[permute(np.arange(self.block), self.block, key).astype(np.int64)]
         order = np.argsort(sources, kind="stable")
@@ -151,7 +124,7 @@ class MixtureSampler:
 
     # ---- batches -------------------------------------------------------------------------------------------
     def arrays(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """(input_ids int64[count, seq_len], labels int64 with -100 on masked tokens) as numpy arrays."""
+        """(input_ids int64[count, seq_len], labels int64, IGNORE_INDEX on masked tokens) as numpy arrays."""
         src, seq = self.assignments(start, count)
         ids = np.empty((count, self.seq_len), dtype=np.int64)
         labels = np.empty((count, self.seq_len), dtype=np.int64)
@@ -159,43 +132,19 @@ class MixtureSampler:
             sel = np.nonzero(src == s)[0]
             rows, mask = self.datasets[s].get_many(seq[sel])
             ids[sel] = rows
-            labels[sel] = rows if mask is None else np.where(mask, rows, IGNORE_INDEX)
+            labels[sel] = labels_from_mask(rows, mask)
         return ids, labels
 
-    def batch(self, start: int, count: int) -> dict:
-        """{"input_ids": LongTensor[count, seq_len], "labels": LongTensor} for positions start..start+count-1.
-
-        labels equal input_ids except -100 on prompt tokens of SFT data (the model shifts them itself).
-        """
-        import torch
-
-        ids, labels = self.arrays(start, count)
-        return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+    def batch(self, start: int, count: int) -> dict[str, torch.Tensor]:
+        """Positions start..start+count-1 as the batch contract (`batches`): labels are input_ids except
+        IGNORE_INDEX on the prompt tokens of SFT data."""
+        return as_batch(*self.arrays(start, count))
 
     def shares(self, start: int, count: int) -> dict[str, float]:
         """Realised share of each source among positions start..start+count-1 (sequences = tokens)."""
         src, _ = self.assignments(start, count)
         counts = np.bincount(src, minlength=len(self.names))
         return {n: float(c) / max(1, count) for n, c in zip(self.names, counts)}
-
-    # ---- held-out ------------------------------------------------------------------------------------------
-    def heldout(self, source: str) -> PackedDataset:
-        return self.manifest.dataset(source, "heldout")
-
-    def heldout_batches(self, source: str, batch_size: int = 8, max_sequences: int | None = None):
-        """Batches (same form as `batch`) over the held-out sequences of one source, in order."""
-        import torch
-
-        ds = self.heldout(source)
-        n = len(ds) if max_sequences is None else min(len(ds), max_sequences)
-        for start in range(0, n, batch_size):
-            rows, mask = ds.get_many(np.arange(start, min(n, start + batch_size)))
-            labels = rows if mask is None else np.where(mask, rows, IGNORE_INDEX)
-            yield {"input_ids": torch.from_numpy(rows), "labels": torch.from_numpy(np.ascontiguousarray(labels))}
-
-    def heldout_sources(self) -> list[str]:
-        """Sources (of this mixture) that have held-out sequences."""
-        return [n for n in self.names if self.manifest.sources[n]["heldout"]["sequences"] > 0]
 
 
 def build_sampler(prepared, cfg=None, stage: str = "stable", seed: int = 0, block: int = 4096) -> MixtureSampler:
@@ -222,4 +171,36 @@ def build_sampler(prepared, cfg=None, stage: str = "stable", seed: int = 0, bloc
     missing = [n for n in weights if n not in manifest.sources]
     if missing:
         raise XmodelError(f"{manifest.path}: the {stage} mixture needs {', '.join(missing)}, which was not prepared")
-    return MixtureSampler(manifest, weights, seed=seed, block=block)
+    return MixtureSampler(manifest, weights, seed=seed, block=block, stage=stage)
+
+
+# ---- the record a training run keeps ----------------------------------------------------------------------
+
+def mixture_record(source) -> dict | None:
+    """What a run trained on, for its config.json: the prepared directory, stage, seed, and per source the
+    configured share and the share every block of positions actually holds (whole sequences per block). None
+    for a batch source that is not a mixture (synthetic data, tests)."""
+    if not isinstance(source, MixtureSampler):
+        return None
+    return {"prepared": str(Path(source.manifest.path).resolve()), "tokenizer_hash": source.tokenizer_hash,
+            "seq_len": source.seq_len, "stage": source.stage, "seed": source.seed, "block": source.block,
+            "sources": {name: {"weight": source.weights[name], "per_block": int(n), "share": int(n) / source.block,
+                               "train_sequences": len(ds)}
+                        for name, n, ds in zip(source.names, source.per_block, source.datasets)}}
+
+
+def load_mixture_record(run: str | os.PathLike) -> dict:
+    """The mixture recorded in a run directory's config.json (or that file itself); one-line error when absent."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / RUN_CONFIG
+    if not path.is_file():
+        raise XmodelError(f"{run}: no such run directory or config.json")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")).get(RECORD_KEY)
+    except (json.JSONDecodeError, AttributeError):
+        raise XmodelError(f"{path}: not a run's config.json") from None
+    if not isinstance(record, dict):
+        raise XmodelError(f"{path}: no mixture recorded (the run did not train on prepared data, or predates the "
+                          f"record)")
+    return record

@@ -3,18 +3,19 @@
 Blocks (each a `datatrove.pipeline.base.PipelineStep`, so the same lists run under datatrove's
 `LocalPipelineExecutor` here and its `SlurmPipelineExecutor` / `RayPipelineExecutor` on a cluster):
 
-- `ReadSources`     — reads this task's share of every source (jsonl/text/parquet/datasets), SFT records as
-                      `Sample`s; counts skipped records with file:line.
-- `WriteSignatures` — content hash + SimHash per document → ``sig-<rank>.npz``.
-- `FindPairs`       — near-duplicate pairs within this task's dedup buckets → ``pairs-<rank>.npy``.
-- `DecideRemovals`  — one task: exact duplicates + near-duplicate clusters → ``removed.npy``, ``dedup.json``.
+- `ReadSources`     — reads this task's share of every `InputSource` (jsonl/text/parquet/datasets), SFT records
+                      as `Sample`s; applies the held-out rule once per document; counts skipped records.
+- `WriteSignatures` — content hash + SimHash per document → the dedup folder.
+- `FindPairs`       — near-duplicate pairs within this task's dedup buckets.
+- `DecideRemovals`  — one task: exact duplicates + near-duplicate clusters → the uids to drop, and counts.
 - `DropRemoved`     — filters the documents dedup decided to drop.
 - `FormatSft`       — SFT samples → chat text with prompt diversification; loss-mask spans.
-- `TokenizePack`    — tokenises in batches, appends EOS, splits off held-out documents, packs seq_len rows
-                      into shards written under temporary names and renamed when complete.
-- `AssembleManifest` — one task: per-source index files and manifest.json.
+- `TokenizePack`    — tokenises in batches, appends EOS, routes held-out documents, packs seq_len rows into
+                      shards written under temporary names and renamed when complete.
+- `AssembleManifest` — one task: merges the task reports into the indexes and manifest.json.
 
-Every block writes its per-task counts as JSON under the work folder; `prepare.py` merges them.
+The blocks are handed the plan's typed parts as they are (`plan.py`); their per-task counts go through
+`manifest.TaskReports`, which also merges them.
 """
 
 from __future__ import annotations
@@ -32,9 +33,17 @@ from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from ..errors import XmodelError
-from .ingest import FILE_SHIFT, SkipLog, SkipRecord, iter_records, text_of
-from .shards import ShardWriter, write_json_atomic
-from .simhash import SimHasher, content_hash, is_heldout_hash
+from ..tokenizer.loading import load_tokenizer
+from .config import DedupConfig, SftFormatConfig
+from .dedup import (decide_removals, find_pairs, load_pairs, load_removed, load_signatures, save_pairs,
+                    save_removed, save_signatures)
+from .heldout import is_heldout
+from .ingest import FILE_SHIFT, SkipLog, SkipRecord
+from .manifest import SourcePacked, SourceReads, TaskReports, assemble_manifest
+from .plan import InputSource, PackSettings, Plan
+from .sft import Diversifier
+from .shards import ShardWriter
+from .simhash import SimHasher, content_hash
 
 SIG_BATCH = 2048
 TOKENIZE_BATCH_DOCS = 512
@@ -43,12 +52,6 @@ TOKENIZE_BATCH_CHARS = 4_000_000
 # 12 MB mixed corpus has ~180K distinct pre-tokens, and a cache of this size tokenised it 8-33 % faster
 # (benchmarks/bench_pack.py, docs/PERFORMANCE.md) for ~30 MB per task process. Same output either way.
 TOKENIZER_CACHE_ENTRIES = 200_000
-
-
-def _write_task_json(work: str, name: str, obj) -> None:
-    path = Path(work) / "tasks" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, obj)
 
 
 class _Progress:
@@ -76,42 +79,33 @@ class _Progress:
 class ReadSources(PipelineStep):
     """Reads the inputs of the plan: one datatrove Document per usable record, owned by exactly one task.
 
-    Document.text is the content dedup and the held-out split look at (an SFT record's fields without any
-    template); metadata carries uid, packed source name, kind, content hash and, for SFT, the Sample.
+    Document.text is the content dedup and the held-out rule look at (an SFT record's fields without any
+    template); metadata carries uid, packed source name, content hash, whether the document is held out and,
+    for SFT, the Sample.
     """
 
     name = "xmodel sources"
     type = "📖 - READER"
 
-    def __init__(self, inputs: list[dict], work: str, stage: str):
+    def __init__(self, inputs: tuple[InputSource, ...], work: str, stage: str, heldout_fraction: float):
         super().__init__()
-        self.inputs, self.work, self.stage = inputs, work, stage
+        self.inputs, self.work, self.stage, self.heldout_fraction = inputs, work, stage, heldout_fraction
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from .sft import to_sample
-
         progress = _Progress(self.work, self.stage, rank)
-        report: dict[str, dict] = {}
+        reads: dict[str, SourceReads] = {}
         for inp in self.inputs:
             skips = SkipLog()
             read = 0
-            records = iter_records([Path(f) for f in inp["files"]], inp["format"], inp["index"], skips,
-                                   text_split=inp.get("text_split", "file"), columns=inp.get("columns"),
-                                   max_docs=inp.get("max_docs"), split=inp.get("split", "train"), rank=rank,
-                                   world_size=world_size, labels=inp["labels"])
-            for rec in records:
+            for rec in inp.records(skips, rank=rank, world_size=world_size):
                 try:
-                    if inp["kind"] == "sft":
-                        sample = to_sample(rec.payload, inp["schema"])
-                        text = sample.canonical
-                    else:
-                        sample, text = None, text_of(rec, inp["text_field"])
+                    sample, text = inp.document(rec)
                 except SkipRecord as e:
                     skips.skip(e.reason, rec.where, e.detail)
                     continue
                 hi, lo = content_hash(text)
-                meta = {"uid": rec.uid, "source": inp["source"], "kind": inp["kind"], "hi": hi, "lo": lo,
-                        "input": inp["index"], "file_key": rec.uid >> FILE_SHIFT}
+                meta = {"uid": rec.uid, "source": inp.source, "hi": hi, "lo": lo, "file_key": rec.uid >> FILE_SHIFT,
+                        "heldout": is_heldout(hi, self.heldout_fraction)}
                 if sample is not None:
                     meta["sample"] = sample
                 read += 1
@@ -119,13 +113,9 @@ class ReadSources(PipelineStep):
                 yield Document(text=text, id=str(rec.uid), metadata=meta)
             if read:
                 self.stat_update("documents", value=read)
-            entry = report.setdefault(inp["source"], {"read": 0, "skips": SkipLog().to_dict()})
-            entry["read"] += read
-            merged = SkipLog.from_dict(entry["skips"])
-            merged.merge(skips)
-            entry["skips"] = merged.to_dict()
+            reads.setdefault(inp.source, SourceReads()).add(SourceReads(read, skips))
         progress.flush()
-        _write_task_json(self.work, f"{self.stage}-read-{rank:05d}.json", report)
+        TaskReports(Path(self.work)).save_reads(self.stage, rank, reads)
 
 
 class WriteSignatures(PipelineStep):
@@ -156,11 +146,8 @@ class WriteSignatures(PipelineStep):
                 flush()
         if batch:
             flush()
-        from .dedup import save_signatures
-
-        Path(self.folder).mkdir(parents=True, exist_ok=True)
-        save_signatures(Path(self.folder) / f"sig-{rank:05d}.npz", np.array(cols["uid"], np.uint64),
-                        np.array(cols["hi"], np.uint64), np.array(cols["lo"], np.uint64),
+        save_signatures(Path(self.folder), rank, np.array(cols["uid"], np.uint64), np.array(cols["hi"], np.uint64),
+                        np.array(cols["lo"], np.uint64),
                         np.concatenate(cols["sig"]) if cols["sig"] else np.zeros(0, np.uint64),
                         np.concatenate(cols["nfeat"]) if cols["nfeat"] else np.zeros(0, np.uint32))
         return
@@ -171,22 +158,15 @@ class FindPairs(PipelineStep):
     name = "xmodel near-duplicate pairs"
     type = "🫂 - DEDUP"
 
-    def __init__(self, folder: str, dedup: dict):
+    def __init__(self, folder: str, dedup: DedupConfig):
         super().__init__()
         self.folder, self.dedup = folder, dedup
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from ..config.core import build_section
-        from .config import DedupConfig
-        from .dedup import find_pairs, load_signatures
-
-        dcfg = build_section(DedupConfig, self.dedup)
-        pairs = find_pairs(load_signatures(Path(self.folder)), dcfg, rank, world_size)
+        folder = Path(self.folder)
+        pairs = find_pairs(load_signatures(folder), self.dedup, rank, world_size)
         self.stat_update("pairs", value=len(pairs))
-        out = Path(self.folder) / f"pairs-{rank:05d}.npy"
-        tmp = out.with_name(out.name + ".tmp.npy")
-        np.save(tmp, pairs)
-        os.replace(tmp, out)
+        save_pairs(folder, rank, pairs)
         return
         yield
 
@@ -195,25 +175,15 @@ class DecideRemovals(PipelineStep):
     name = "xmodel dedup clusters"
     type = "🫂 - DEDUP"
 
-    def __init__(self, folder: str, dedup: dict, source_names: dict[int, str]):
+    def __init__(self, folder: str, dedup: DedupConfig, source_names: dict[int, str], work: str):
         super().__init__()
-        self.folder, self.dedup, self.source_names = folder, dedup, source_names
+        self.folder, self.dedup, self.source_names, self.work = folder, dedup, source_names, work
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from ..config.core import build_section
-        from .config import DedupConfig
-        from .dedup import decide_removals, load_signatures
-
-        dcfg = build_section(DedupConfig, self.dedup)
         folder = Path(self.folder)
-        sigs = load_signatures(folder)
-        parts = [np.load(f) for f in sorted(folder.glob("pairs-*.npy"))]
-        pairs = np.concatenate(parts) if parts else np.zeros((0, 2), np.uint64)
-        removed, report = decide_removals(sigs, pairs, dcfg, {int(k): v for k, v in self.source_names.items()})
-        tmp = folder / "removed.tmp.npy"
-        np.save(tmp, removed)
-        os.replace(tmp, folder / "removed.npy")
-        write_json_atomic(folder / "dedup.json", report)
+        removed, report = decide_removals(load_signatures(folder), load_pairs(folder), self.dedup, self.source_names)
+        save_removed(folder, removed)
+        TaskReports(Path(self.work)).save_dedup(report)
         return
         yield
 
@@ -227,8 +197,6 @@ class DropRemoved(PipelineStep):
         self.folder = folder
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from .dedup import load_removed
-
         if not self.folder:  # dedup off
             yield from data
             return
@@ -246,23 +214,19 @@ class FormatSft(PipelineStep):
     name = "xmodel SFT formatting"
     type = "✂️ - FORMAT"
 
-    def __init__(self, sft: dict, heldout_fraction: float):
+    def __init__(self, sft: SftFormatConfig):
         super().__init__()
-        self.sft, self.heldout_fraction = sft, heldout_fraction
+        self.sft = sft
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from ..config.core import build_section
-        from .config import SftFormatConfig
-        from .sft import Diversifier
-
-        div = Diversifier(build_section(SftFormatConfig, self.sft))
+        div = Diversifier(self.sft)
         for doc in data:
             sample = doc.metadata.pop("sample", None)
             if sample is not None:
                 doc.text, spans = div.format(sample, doc.metadata["uid"], doc.metadata["file_key"])
                 doc.metadata["spans"] = spans
                 # Held-out candidates never become few-shot examples inside training prompts.
-                if not is_heldout_hash(doc.metadata["hi"], self.heldout_fraction):
+                if not doc.metadata["heldout"]:
                     div.remember(doc.metadata["file_key"], sample)
             yield doc
 
@@ -273,22 +237,15 @@ class TokenizePack(PipelineStep):
     name = "xmodel tokenize + pack"
     type = "🔢 - TOKENIZER"
 
-    def __init__(self, tokenizer_dir: str, out: str, work: str, seq_len: int, dtype: str, eos_id: int,
-                 heldout_fraction: float, heldout_tokens_per_task: int, mask_sources: list[str],
-                 mask_prompt: bool, single_threaded: bool):
+    def __init__(self, settings: PackSettings, work: str):
         super().__init__()
-        self.tokenizer_dir, self.out, self.work = tokenizer_dir, out, work
-        self.seq_len, self.dtype, self.eos_id = seq_len, dtype, eos_id
-        self.heldout_fraction, self.heldout_cap = heldout_fraction, heldout_tokens_per_task
-        self.mask_sources, self.mask_prompt = set(mask_sources), mask_prompt
-        self.single_threaded = single_threaded
+        self.settings, self.work = settings, work
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        if self.single_threaded:  # one task per core: no extra threads inside each task
+        pack = self.settings
+        if pack.single_threaded:  # one task per core: no extra threads inside each task
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        from ..tokenizer.train import load_tokenizer
-
-        tok = load_tokenizer(self.tokenizer_dir)
+        tok = load_tokenizer(pack.tokenizer_dir)
         resize = getattr(tok.model, "_resize_cache", None)  # tokenizers >= 0.21.1
         if resize is not None:
             resize(TOKENIZER_CACHE_ENTRIES)
@@ -297,13 +254,13 @@ class TokenizePack(PipelineStep):
         chars: dict[str, int] = {}
         batch: list[Document] = []
         batch_chars = 0
-        dtype = np.dtype(self.dtype)
+        dtype = np.dtype(pack.dtype)
 
         def writer(source: str, split: str) -> ShardWriter:
             key = (source, split)
             if key not in writers:
-                base = Path(self.out) / "sources" / source / f"{split}-{rank:05d}"
-                writers[key] = ShardWriter(base, self.seq_len, np.dtype(self.dtype), source in self.mask_sources)
+                base = Path(pack.out) / "sources" / source / f"{split}-{rank:05d}"
+                writers[key] = ShardWriter(base, pack.seq_len, dtype, source in pack.masked_sources)
             return writers[key]
 
         def flush():
@@ -315,24 +272,23 @@ class TokenizePack(PipelineStep):
             if plain:
                 for d, enc in zip(plain, tok.encode_batch_fast([d.text for d in plain], add_special_tokens=False)):
                     ids = enc.ids
-                    ids.append(self.eos_id)
+                    ids.append(pack.eos_id)
                     encoded[id(d)] = (np.array(ids, dtype=dtype), None)
             if chat:
                 for d, enc in zip(chat, tok.encode_batch([d.text for d in chat], add_special_tokens=False)):
                     ids = enc.ids
-                    ids.append(self.eos_id)
+                    ids.append(pack.eos_id)
                     starts = np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(ids) - 1)
                     mask = np.zeros(len(ids), dtype=bool)
                     mask[-1] = True  # the EOS ends the answer: it is learned
                     for a, b in d.metadata["spans"]:
                         mask[:-1] |= (starts >= a) & (starts < b)
-                    encoded[id(d)] = (np.array(ids, dtype=dtype), mask if self.mask_prompt else None)
+                    encoded[id(d)] = (np.array(ids, dtype=dtype), mask)
             for d in batch:  # in stream order, so the packing is deterministic
                 ids, mask = encoded[id(d)]
                 source = d.metadata["source"]
                 split = "train"
-                if is_heldout_hash(d.metadata["hi"], self.heldout_fraction) \
-                        and heldout_tokens.get(source, 0) + len(ids) <= self.heldout_cap:
+                if d.metadata["heldout"] and heldout_tokens.get(source, 0) + len(ids) <= pack.heldout_tokens_per_task:
                     split = "heldout"
                     heldout_tokens[source] = heldout_tokens.get(source, 0) + len(ids)
                 chars[source] = chars.get(source, 0) + len(d.text)
@@ -348,34 +304,26 @@ class TokenizePack(PipelineStep):
                 batch_chars = 0
         if batch:
             flush()
-        report: dict[str, dict] = {}
+        packed: dict[str, SourcePacked] = {}
         for (source, split), w in sorted(writers.items()):
-            report.setdefault(source, {"chars": chars.get(source, 0)})[split] = w.close()
-        _write_task_json(self.work, f"pack-{rank:05d}.json", report)
+            packed.setdefault(source, SourcePacked(chars.get(source, 0))).splits[split] = w.close()
+        TaskReports(Path(self.work)).save_packed(rank, packed)
         return
         yield
 
 
 class AssembleManifest(PipelineStep):
-    """One task: merge the per-task counts into sources/<name>/index.json and manifest.json (written last)."""
+    """One task: merge the task reports into sources/<name>/index.json and manifest.json (written last)."""
 
     name = "xmodel manifest"
     type = "📝 - WRITER"
 
-    def __init__(self, cfg: dict, inputs: list[dict], out: str, tokenizer_hash: str, vocab_size: int, dtype: str,
-                 fingerprint: str):
+    def __init__(self, plan: Plan):
         super().__init__()
-        self.cfg, self.inputs, self.out = cfg, inputs, out
-        self.tokenizer_hash, self.vocab_size = tokenizer_hash, vocab_size
-        self.dtype, self.fingerprint = dtype, fingerprint
+        self.plan = plan
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from ..config.core import build_section
-        from .config import DataConfig
-        from .prepare import assemble_manifest
-
-        assemble_manifest(build_section(DataConfig, self.cfg, "data"), self.inputs, Path(self.out),
-                          self.tokenizer_hash, self.vocab_size, self.dtype, self.fingerprint)
+        assemble_manifest(self.plan)
         return
         yield
 

@@ -19,17 +19,21 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..config.core import build_section
 from ..errors import ConfigError, XmodelError
+from ..tokenizer.loading import load_tokenizer, tokenizer_hash
+from ..tokenizer.special import EOS
 from .config import SFT_CATEGORIES, DataConfig
-from .ingest import SkipLog, check_source, display_path, resolve_files, text_of
+from .manifest import MANIFEST, Manifest, TaskReports, load_manifest
+from .pipeline import (AssembleManifest, DecideRemovals, DropRemoved, FindPairs, FormatSft, ReadSources, TokenizePack,
+                       WriteSignatures, run_stage)
+from .plan import WORK, InputSource, Plan
 from .root import data_root as resolve_data_root
-from .shards import INDEX, MANIFEST, Manifest, load_manifest, token_dtype, write_json_atomic
+from .shards import token_dtype
 
-WORK = ".work"
 FINGERPRINT = "fingerprint"
 
 
@@ -52,49 +56,27 @@ def _coerce_cfg(cfg) -> DataConfig:
     raise XmodelError(f"prepare_data: expected a DataConfig, got {type(cfg).__name__}")
 
 
-def build_inputs(cfg: DataConfig, root: Path, check: bool = True) -> list[dict]:
+def build_inputs(cfg: DataConfig, root: Path, check: bool = True) -> list[InputSource]:
     """Every file group to read: the pretraining sources, then the SFT files of each category.
 
     Paths are resolved now (a pattern that matches nothing is an error) and, with `check`, the first records
     of every file are read to catch a wrong format or field name before any output is written.
     """
-    from .sft import to_sample
-
-    inputs: list[dict] = []
-    for s in cfg.sources:
-        files = resolve_files(s.paths, root, s.format, f"source {s.name}")
-        inputs.append({"source": s.name, "kind": "pretrain", "files": [str(f) for f in files],
-                       "labels": [display_path(f, root) for f in files], "format": s.format,
-                       "text_field": s.text_field, "text_split": s.text_split, "columns": [s.text_field],
-                       "max_docs": s.max_docs, "split": s.split})
-    for cat in SFT_CATEGORIES:
-        for i, f in enumerate(cfg.decay.sft.get(cat, [])):
-            files = resolve_files([f.path], root, f.format, f"decay.sft.{cat}[{i}]")
-            inputs.append({"source": f"sft.{cat}", "kind": "sft", "files": [str(p) for p in files],
-                           "labels": [display_path(p, root) for p in files], "format": f.format,
-                           "schema": f.schema, "columns": None, "max_docs": f.max_docs, "split": f.split})
+    inputs = [InputSource.pretrain(i, s, root) for i, s in enumerate(cfg.sources)]
+    for category in SFT_CATEGORIES:
+        for position, f in enumerate(cfg.decay.sft.get(category, [])):
+            inputs.append(InputSource.sft(len(inputs), category, position, f, root))
     if not inputs:
         raise XmodelError("data.sources: no sources and no decay.sft files configured")
     if len(inputs) > 255:
         raise XmodelError(f"data: {len(inputs)} inputs; at most 255 sources + SFT files")
-    for index, inp in enumerate(inputs):
-        inp["index"] = index
-        if not check:
-            continue
-        if inp["kind"] == "sft":
-            def convert(rec, schema=inp["schema"]):
-                return to_sample(rec.payload, schema)
-        else:
-            def convert(rec, field=inp["text_field"]):
-                return text_of(rec, field)
-        check_source(inp["source"], [Path(f) for f in inp["files"]], inp["format"], convert, labels=inp["labels"],
-                     text_split=inp.get("text_split", "file"), columns=inp["columns"], split=inp["split"])
+    if check:
+        for inp in inputs:
+            inp.check()
     return inputs
 
 
 def _eos_id(tokenizer_dir: Path, tok) -> int:
-    from ..tokenizer.special import EOS
-
     eos = tok.token_to_id(EOS)
     if eos is None:
         cfg_file = tokenizer_dir / "tokenizer_config.json"
@@ -106,7 +88,7 @@ def _eos_id(tokenizer_dir: Path, tok) -> int:
     return eos
 
 
-def fingerprint(cfg: DataConfig, tokenizer_hash: str, inputs: list[dict]) -> str:
+def fingerprint(cfg: DataConfig, tokenizer_hash: str, inputs: list[InputSource]) -> str:
     """What the output depends on: the data settings (not workers or tokenizer training), the tokenizer, the
     input files (path, size, mtime)."""
     settings = asdict(cfg)
@@ -114,7 +96,7 @@ def fingerprint(cfg: DataConfig, tokenizer_hash: str, inputs: list[dict]) -> str
         settings.pop(key, None)
     files = []
     for inp in inputs:
-        for f in inp["files"]:
+        for f in inp.files:
             p = Path(f)
             st = p.stat() if p.exists() else None
             files.append([f, st.st_size if st else None, int(st.st_mtime) if st else None])
@@ -122,33 +104,15 @@ def fingerprint(cfg: DataConfig, tokenizer_hash: str, inputs: list[dict]) -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-@dataclass
-class Plan:
-    """Everything the stages need, resolved and checked up front (see `plan_preparation`)."""
-
-    cfg: DataConfig
-    root: Path
-    tokenizer_dir: Path
-    out: Path
-    inputs: list[dict]
-    tokenizer_hash: str
-    vocab_size: int
-    dtype: str
-    eos_id: int
-    fingerprint: str
-
-
 def plan_preparation(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
                      data_root: str | os.PathLike | None = None, workers: int | None = None) -> Plan:
     """Resolve the data root, the tokenizer and every input file, and read the first records of each file:
     a bad path, format, field name or tokenizer is a one-line XmodelError here, before anything is written."""
-    from ..tokenizer.train import load_tokenizer, tokenizer_hash
-
     cfg = _coerce_cfg(cfg)
     if workers is not None:
         if workers < 1:
             raise ConfigError(f"workers: must be >= 1, got {workers}")
-        cfg = build_section(DataConfig, {**asdict(cfg), "workers": workers}, "data")
+        cfg = replace(cfg, workers=workers)
     root = resolve_data_root(data_root)
     tokenizer_dir = Path(tokenizer_dir).resolve()
     tok = load_tokenizer(tokenizer_dir)
@@ -160,42 +124,31 @@ def plan_preparation(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
     except ValueError as e:
         raise ConfigError(f"data.{e}") from None
     inputs = build_inputs(cfg, root)
-    return Plan(cfg, root, tokenizer_dir, Path(out_dir).resolve(), inputs, tok_hash, vocab, token_dtype(vocab).name,
-                _eos_id(tokenizer_dir, tok), fingerprint(cfg, tok_hash, inputs))
+    return Plan(cfg, root, tokenizer_dir, Path(out_dir).resolve(), tuple(inputs), tok_hash, vocab,
+                token_dtype(vocab).name, _eos_id(tokenizer_dir, tok), fingerprint(cfg, tok_hash, inputs))
 
 
 def build_stages(plan: Plan) -> list[Stage]:
     """The pipelines, in order. Each is a plain list of datatrove blocks, runnable by any datatrove executor."""
-    from .pipeline import (AssembleManifest, DecideRemovals, DropRemoved, FindPairs, FormatSft, ReadSources,
-                           TokenizePack, WriteSignatures)
-
-    cfg, inputs, out = plan.cfg, plan.inputs, plan.out
-    work = out / WORK
-    dedup_dir = str(work / "dedup")
+    cfg, work = plan.cfg, str(plan.work)
     dedup = cfg.dedup
     use_dedup = dedup.exact or dedup.near
+    dedup_dir = str(plan.dedup_dir)
     stages = []
-    source_names = {inp["index"]: inp["source"] for inp in inputs}
-    dedup_dict = asdict(dedup)
     if use_dedup:
-        stages.append(Stage("signatures", [ReadSources(inputs, str(work), "signatures"),
+        stages.append(Stage("signatures", [ReadSources(plan.inputs, work, "signatures", cfg.heldout.fraction),
                                            WriteSignatures(dedup_dir, dedup.shingle)], cfg.tasks))
         if dedup.near:
-            stages.append(Stage("pairs", [FindPairs(dedup_dir, dedup_dict)], cfg.tasks, progress=False))
-        stages.append(Stage("clusters", [DecideRemovals(dedup_dir, dedup_dict, source_names)], 1, progress=False))
-    mask_sources = sorted({inp["source"] for inp in inputs if inp["kind"] == "sft"})
-    cap = -(-cfg.heldout.max_tokens // cfg.tasks)
-    parallel = min(cfg.workers, cfg.tasks) > 1  # several task processes: one tokenizer thread each
+            stages.append(Stage("pairs", [FindPairs(dedup_dir, dedup)], cfg.tasks, progress=False))
+        source_names = {inp.index: inp.source for inp in plan.inputs}
+        stages.append(Stage("clusters", [DecideRemovals(dedup_dir, dedup, source_names, work)], 1, progress=False))
     stages.append(Stage("pack", [
-        ReadSources(inputs, str(work), "pack"),
+        ReadSources(plan.inputs, work, "pack", cfg.heldout.fraction),
         DropRemoved(dedup_dir if use_dedup else None),
-        FormatSft(asdict(cfg.sft), cfg.heldout.fraction),
-        TokenizePack(str(plan.tokenizer_dir), str(out), str(work), cfg.seq_len, plan.dtype, plan.eos_id,
-                     cfg.heldout.fraction, cap, mask_sources, cfg.sft.mask_prompt, single_threaded=parallel),
+        FormatSft(cfg.sft),
+        TokenizePack(plan.pack_settings(), work),
     ], cfg.tasks))
-    stages.append(Stage("manifest", [AssembleManifest(asdict(cfg), inputs, str(out), plan.tokenizer_hash,
-                                                      plan.vocab_size, plan.dtype, plan.fingerprint)], 1,
-                        progress=False))
+    stages.append(Stage("manifest", [AssembleManifest(plan)], 1, progress=False))
     return stages
 
 
@@ -229,8 +182,6 @@ def prepare_data(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLi
     continues (finished tasks are kept); other contents are refused unless `overwrite`.
     `workers` overrides cfg.workers (it does not change the output).
     """
-    from .pipeline import run_stage
-
     plan = plan_preparation(cfg, tokenizer_dir, out_dir, data_root, workers)
     out = plan.out
     if (out / MANIFEST).is_file():
@@ -250,12 +201,12 @@ def prepare_data(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLi
                 for _ in step.run(None, rank=0, world_size=1):
                     pass
             continue
-        run_stage(stage.name, stage.pipeline, stage.tasks, plan.cfg.workers, out / WORK, total=total,
+        run_stage(stage.name, stage.pipeline, stage.tasks, plan.cfg.workers, plan.work, total=total,
                   progress=progress and stage.progress)
         if stage.name == "signatures":
-            total = sum(v["read"] for v in _read_task_reports(out / WORK, "signatures-read-").values())
+            total = sum(r.read for r in TaskReports(plan.work).reads("signatures").values())
     manifest = load_manifest(out)
-    train = sum(s["train"]["sequences"] for s in manifest.sources.values())
+    train = sum(manifest.split(name).sequences for name in manifest.sources)
     log(f"prepared {out_dir}: {train:,} training sequences of {plan.cfg.seq_len} tokens from "
         f"{len(manifest.sources)} sources in {time.perf_counter() - t0:.1f}s")
     return manifest
@@ -280,62 +231,3 @@ def slurm_executors(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pat
             job_name=f"xmodel-{stage.name}", logging_dir=str(plan.out / WORK / "logs" / stage.name),
             depends=executors[-1] if executors else None, **slurm_kwargs))
     return executors
-
-
-def _read_task_reports(work: Path, prefix: str) -> dict[str, dict]:
-    """Per-source sums of the `<prefix>*.json` task reports (documents read and skips)."""
-    merged: dict[str, dict] = {}
-    for f in sorted((work / "tasks").glob(f"{prefix}*.json")):
-        for source, entry in json.loads(f.read_text()).items():
-            m = merged.setdefault(source, {"read": 0, "skips": SkipLog()})
-            m["read"] += entry["read"]
-            m["skips"].merge(entry["skips"])
-    return merged
-
-
-def assemble_manifest(cfg: DataConfig, inputs: list[dict], out: Path, tok_hash: str, vocab: int, dtype: str,
-                      fp: str) -> Manifest:
-    from .dedup import load_report
-
-    work = out / WORK
-    reads = _read_task_reports(work, "pack-read-")
-    dedup = load_report(work / "dedup")
-    packs = [json.loads(f.read_text()) for f in sorted((work / "tasks").glob("pack-0*.json"))]
-    by_source = {s.name: s for s in cfg.sources}
-    names = list(dict.fromkeys(inp["source"] for inp in inputs))
-    sources = {}
-    for name in names:
-        kind = "sft" if name.startswith("sft.") else "pretrain"
-        src = by_source.get(name)
-        splits = {}
-        for split in ("train", "heldout"):
-            shards = [p[name][split] for p in packs if split in p.get(name, {})]
-            shards = [s for s in shards if s["sequences"] > 0 or s["documents"] > 0]
-            seqs = sum(s["sequences"] for s in shards)
-            splits[split] = {"sequences": seqs, "tokens": seqs * cfg.seq_len,
-                             "documents": sum(s["documents"] for s in shards),
-                             "tokens_in": sum(s["tokens_in"] for s in shards),
-                             "tokens_dropped": sum(s["tokens_dropped"] for s in shards),
-                             "shards": [s for s in shards if s["sequences"] > 0]}
-        read = reads.get(name, {"read": 0, "skips": SkipLog()})
-        entry = {
-            "kind": kind, "category": name[4:] if kind == "sft" else None,
-            "language": src.language if src else None, "weight": src.weight if src else None,
-            "inputs": [lab for inp in inputs if inp["source"] == name for lab in inp["labels"]],
-            "documents_read": read["read"], "skipped": read["skips"].to_dict(),
-            "exact_removed": dedup.get("exact_removed", {}).get(name, 0),
-            "near_removed": dedup.get("near_removed", {}).get(name, 0),
-            "chars": sum(p.get(name, {}).get("chars", 0) for p in packs),
-            "has_mask": kind == "sft" and cfg.sft.mask_prompt,
-            **splits,
-        }
-        index = {"name": name, "seq_len": cfg.seq_len, "dtype": dtype, "tokenizer_hash": tok_hash,
-                 "vocab_size": vocab, "has_mask": entry["has_mask"], "train": splits["train"],
-                 "heldout": splits["heldout"]}
-        folder = out / "sources" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / INDEX, index)
-        sources[name] = entry
-    manifest = Manifest(out, cfg.seq_len, tok_hash, vocab, dtype, sources, dedup, asdict(cfg), fp)
-    write_json_atomic(out / MANIFEST, manifest.to_dict())
-    return manifest

@@ -1,6 +1,6 @@
-"""Packed shards: fixed-length token sequences in flat memory-mappable files, and the manifest describing them.
+"""Packed shards: fixed-length token sequences in flat memory-mappable files; refusing shards a model cannot use.
 
-Layout of a prepared directory::
+Layout of a prepared directory (`manifest.py` writes the two JSON files)::
 
     manifest.json                      # tokenizer hash, seq_len, dtype, per-source counts, dedup, data config
     sources/<name>/index.json          # this source's shards (a `PackedDataset` opens it)
@@ -15,29 +15,18 @@ renamed when complete, so a killed run never leaves a truncated shard behind.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import XmodelError
-
-MANIFEST = "manifest.json"
-INDEX = "index.json"
-FORMAT = "xmodel-packed-v1"
-SPLITS = ("train", "heldout")
+from ..tokenizer.loading import check_vocab_fits, tokenizer_hash
+from .manifest import INDEX, SPLITS, Manifest, SplitStats, load_index, load_manifest
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
@@ -127,24 +116,27 @@ class PackedDataset:
         path = Path(path)
         if source is not None:
             path = path / "sources" / source
-        index_path = path / INDEX
-        if not index_path.is_file():
-            raise XmodelError(f"{path}: not a prepared source (no {INDEX}); run `xmodel data prepare`")
         if split not in SPLITS:
             raise XmodelError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
         self.path = path
         self.split = split
-        self.index = json.loads(index_path.read_text(encoding="utf-8"))
+        self.index = load_index(path)
         self.name = self.index["name"]
         self.seq_len = int(self.index["seq_len"])
         self.dtype = np.dtype(self.index["dtype"])
         self.tokenizer_hash = self.index["tokenizer_hash"]
         self.vocab_size = int(self.index["vocab_size"])
-        self.shards = [s for s in self.index[split]["shards"] if s["sequences"] > 0]
+        self.shards = list(SplitStats.from_dict(self.index[split]).shards)
         self.has_mask = bool(self.index.get("has_mask"))
         counts = np.array([s["sequences"] for s in self.shards], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(counts)])
         self._maps: list | None = None
+
+    @classmethod
+    def of(cls, manifest: Manifest, source: str, split: str = "train") -> PackedDataset:
+        """One source's split of a prepared directory (one-line error for a source it does not hold)."""
+        manifest.require(source)
+        return cls(manifest.path, split=split, source=source)
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -201,47 +193,7 @@ class PackedDataset:
         return ids, mask
 
 
-# ---- the manifest -------------------------------------------------------------------------------------------
-
-@dataclass
-class Manifest:
-    """What `prepare_data` wrote: where, with which tokenizer, and the per-source counts."""
-
-    path: Path
-    seq_len: int
-    tokenizer_hash: str
-    vocab_size: int
-    dtype: str
-    sources: dict[str, dict]
-    dedup: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-    fingerprint: str = ""
-
-    def dataset(self, source: str, split: str = "train") -> PackedDataset:
-        if source not in self.sources:
-            raise XmodelError(f"{self.path}: no prepared source {source!r} (have: {', '.join(self.sources)})")
-        return PackedDataset(self.path / "sources" / source, split=split)
-
-    def to_dict(self) -> dict:
-        return {"format": FORMAT, "seq_len": self.seq_len, "tokenizer_hash": self.tokenizer_hash,
-                "vocab_size": self.vocab_size, "dtype": self.dtype, "fingerprint": self.fingerprint,
-                "sources": self.sources, "dedup": self.dedup, "config": self.config}
-
-
-def load_manifest(path: str | os.PathLike | Manifest) -> Manifest:
-    """The manifest of a prepared directory (one-line error when there is none)."""
-    if isinstance(path, Manifest):
-        return path
-    p = Path(path)
-    f = p / MANIFEST
-    if not f.is_file():
-        raise XmodelError(f"{p}: not a prepared data directory (no {MANIFEST}); run `xmodel data prepare`")
-    d = json.loads(f.read_text(encoding="utf-8"))
-    if d.get("format") != FORMAT:
-        raise XmodelError(f"{f}: unknown format {d.get('format')!r} (expected {FORMAT})")
-    return Manifest(p, d["seq_len"], d["tokenizer_hash"], d["vocab_size"], d["dtype"], d["sources"],
-                    d.get("dedup", {}), d.get("config", {}), d.get("fingerprint", ""))
-
+# ---- checks against a tokenizer and a model ---------------------------------------------------------------
 
 def _hash_and_vocab_of(prepared) -> tuple[str, int, str]:
     if isinstance(prepared, PackedDataset):
@@ -259,8 +211,6 @@ def _hash_and_vocab_of(prepared) -> tuple[str, int, str]:
 def check_tokenizer(prepared, tokenizer) -> None:
     """Refuse shards built with a different tokenizer than `tokenizer` (a directory, a tokenizers.Tokenizer or
     a transformers fast tokenizer). `prepared`: a prepared dir, a source dir, a Manifest or a PackedDataset."""
-    from ..tokenizer.train import tokenizer_hash
-
     built, vocab, where = _hash_and_vocab_of(prepared)
     mine = tokenizer_hash(tokenizer)
     if built != mine:
@@ -271,6 +221,4 @@ def check_tokenizer(prepared, tokenizer) -> None:
 def check_vocab(prepared, model_vocab_size: int) -> None:
     """Refuse shards whose token ids may not fit a model's embedding table."""
     _, vocab, where = _hash_and_vocab_of(prepared)
-    if vocab > model_vocab_size:
-        raise XmodelError(f"{where}: the shards' tokenizer has {vocab} entries but model.vocab_size is "
-                          f"{model_vocab_size}")
+    check_vocab_fits(vocab, model_vocab_size, tokenizer=f"{where}: the shards' tokenizer", model="model.vocab_size")

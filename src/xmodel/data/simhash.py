@@ -43,12 +43,6 @@ def content_hash(text: str) -> tuple[int, int]:
     return h >> 64, h & 0xFFFFFFFFFFFFFFFF
 
 
-def is_heldout_hash(hash_high: int, fraction: float) -> bool:
-    """The held-out split: a document is held out when the high half of its content hash falls in the first
-    `fraction` of the 64-bit range (so the choice depends only on the text, never on order or workers)."""
-    return hash_high < fraction * 2.0**64
-
-
 def _mix(h: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser: spreads the n-gram combination over all 64 bits."""
     h = h ^ (h >> np.uint64(30))

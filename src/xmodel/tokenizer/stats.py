@@ -15,8 +15,7 @@ from ..errors import XmodelError
 
 def heldout_texts(cfg, root: Path, chars_per_language: int = 500_000) -> dict[str, list[str]]:
     """Held-out documents per language (source `language`, else the source name), up to a character budget."""
-    from ..data.simhash import is_heldout_hash
-    from .train import iter_source_texts
+    from .train import split_texts
 
     if cfg.heldout.fraction <= 0:
         raise XmodelError("data.heldout.fraction is 0: there is no held-out text to measure on")
@@ -26,9 +25,7 @@ def heldout_texts(cfg, root: Path, chars_per_language: int = 500_000) -> dict[st
         lang = source.language or source.name
         if used.get(lang, 0) >= chars_per_language:
             continue
-        for text, hi, _ in iter_source_texts(cfg, source, root):
-            if not is_heldout_hash(hi, cfg.heldout.fraction):
-                continue
+        for text, _ in split_texts(source, root, cfg.heldout.fraction, "heldout"):
             out.setdefault(lang, []).append(text)
             used[lang] = used.get(lang, 0) + len(text)
             if used[lang] >= chars_per_language:
@@ -57,7 +54,8 @@ def fertility(tok, texts: list[str]) -> dict:
 def compare(tokenizer_dir: str | Path, cfg, root: Path, *, baseline: bool = True,
             chars_per_language: int = 500_000, log=print) -> dict:
     """Fertility of the saved tokenizer and (with `baseline`) of a BPE of the same size on the same sample."""
-    from .train import _train_model, load_tokenizer, tokenizer_meta, training_sample
+    from .loading import load_tokenizer, tokenizer_meta
+    from .train import _train_model, training_sample
 
     tok = load_tokenizer(tokenizer_dir)
     meta = tokenizer_meta(tokenizer_dir)

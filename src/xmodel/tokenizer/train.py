@@ -15,19 +15,19 @@ Design (the Xmodel-2 report uses a Unigram model; the details below are ours):
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import os
 import shutil
 import time
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import XmodelError
+from .loading import META_FILE, tokenizer_hash
 from .special import BOS, BYTE_PIECES, CHAT_TEMPLATE, EOS, IM_END, IM_START, PAD, SPECIAL_TOKENS, UNK
 
 PRE_TOKENIZE_PATTERN = r" ?[\p{L}\p{M}]+| ?[^\s\p{L}\p{M}\p{N}]+|\p{N}|\s+(?!\S)|\s+"
-META_FILE = "xmodel_tokenizer.json"
 MAX_DOC_CHARS = 100_000  # a longer document contributes its first 100k characters to the sample
 
 
@@ -47,29 +47,31 @@ def decoder():
 
 def sample_shares(cfg) -> dict[str, float]:
     """Source name → share of the tokenizer sample (config `tokenizer.sources`, else the stable weights)."""
-    weights = cfg.tokenizer.sources or {s.name: s.weight for s in cfg.sources}
-    total = sum(w for w in weights.values() if w > 0)
-    if total <= 0:
-        raise XmodelError("tokenizer.sources: no source with a positive weight to sample from")
-    return {n: w / total for n, w in weights.items() if w > 0}
+    from ..data.weights import normalise_weights
+
+    if cfg.tokenizer.sources:
+        return normalise_weights(cfg.tokenizer.sources, "tokenizer.sources")
+    return normalise_weights({s.name: s.weight for s in cfg.sources}, "sources[].weight")
 
 
-def iter_source_texts(cfg, source, root: Path, skips=None):
-    """(text, content-hash high, low) of every usable document of a pretraining source, in file order."""
-    from ..data.ingest import SkipLog, SkipRecord, iter_records, resolve_files, text_of
+def split_texts(source, root: Path, heldout_fraction: float, split: str) -> Iterator[tuple[str, int]]:
+    """(text, low half of its content hash) of each usable document of a pretraining source (a `SourceConfig`)
+    that the held-out rule puts in `split` ("train" or "heldout"), in file order."""
+    from ..data.heldout import is_heldout
+    from ..data.ingest import SkipLog, SkipRecord
+    from ..data.plan import InputSource
     from ..data.simhash import content_hash
 
-    skips = skips if skips is not None else SkipLog()
-    files = resolve_files(source.paths, root, source.format, f"source {source.name}")
-    for rec in iter_records(files, source.format, 0, skips, text_split=source.text_split,
-                            columns=[source.text_field], max_docs=source.max_docs, split=source.split):
+    held_out = split == "heldout"
+    inp = InputSource.pretrain(0, source, root)
+    for rec in inp.records(SkipLog()):
         try:
-            text = text_of(rec, source.text_field)
-        except SkipRecord as e:
-            skips.skip(e.reason, rec.where, e.detail)
+            _, text = inp.document(rec)
+        except SkipRecord:  # prepare counts and reports skips; the sample just leaves them out
             continue
         hi, lo = content_hash(text)
-        yield text, hi, lo
+        if is_heldout(hi, heldout_fraction) == held_out:
+            yield text, lo
 
 
 def training_sample(cfg, root: Path, total_chars: int | None = None) -> dict[str, list[str]]:
@@ -78,8 +80,6 @@ def training_sample(cfg, root: Path, total_chars: int | None = None) -> dict[str
     Priority sampling: each document's priority is a hash of its content, and the documents with the smallest
     priorities are kept until the source's character budget is full — deterministic, one pass, bounded memory.
     """
-    from ..data.simhash import is_heldout_hash
-
     total_chars = total_chars or cfg.tokenizer.sample_chars
     by_name = {s.name: s for s in cfg.sources}
     out: dict[str, list[str]] = {}
@@ -87,9 +87,7 @@ def training_sample(cfg, root: Path, total_chars: int | None = None) -> dict[str
         budget = int(total_chars * share)
         heap: list[tuple[int, int, str]] = []  # (-priority, -index, text): a max-heap of the kept documents
         chars = 0
-        for index, (text, hi, lo) in enumerate(iter_source_texts(cfg, by_name[name], root)):
-            if is_heldout_hash(hi, cfg.heldout.fraction):
-                continue
+        for index, (text, lo) in enumerate(split_texts(by_name[name], root, cfg.heldout.fraction, "train")):
             text = text[:MAX_DOC_CHARS]
             heapq.heappush(heap, (-lo, -index, text))
             chars += len(text)
@@ -220,50 +218,3 @@ def train_tokenizer(cfg, out_dir: str | os.PathLike, data_root: str | os.PathLik
             "settings": asdict(tcfg) | {"vocab_size": vocab_size, "model": model},
             "heldout_fraction": cfg.heldout.fraction, "pre_tokenizer": PRE_TOKENIZE_PATTERN}
     return save_tokenizer(tok, out, meta)
-
-
-# ---- loading and identity -----------------------------------------------------------------------------------
-
-def _canonical(spec: dict) -> bytes:
-    """The parts of tokenizer.json that decide which ids a text gets."""
-    keep = {k: spec.get(k) for k in ("normalizer", "pre_tokenizer", "model")}
-    keep["added_tokens"] = sorted((t["id"], t["content"], bool(t.get("special"))) for t in spec.get("added_tokens", []))
-    return json.dumps(keep, sort_keys=True, ensure_ascii=False).encode("utf-8")
-
-
-def tokenizer_hash(tokenizer) -> str:
-    """A short fingerprint of a tokenizer's text → ids mapping.
-
-    Accepts a directory (with tokenizer.json), a `tokenizers.Tokenizer`, or a transformers fast tokenizer.
-    """
-    if isinstance(tokenizer, (str, os.PathLike)):
-        path = Path(tokenizer) / "tokenizer.json"
-        if not path.is_file():
-            raise XmodelError(f"{tokenizer}: not a tokenizer directory (no tokenizer.json)")
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    else:
-        backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-        if not hasattr(backend, "to_str"):
-            raise XmodelError(f"cannot fingerprint a {type(tokenizer).__name__}: need a fast tokenizer")
-        spec = json.loads(backend.to_str())
-    return hashlib.sha256(_canonical(spec)).hexdigest()[:16]
-
-
-def load_tokenizer(path: str | os.PathLike):
-    """The `tokenizers.Tokenizer` of a saved tokenizer directory (one-line error when it is not one)."""
-    from tokenizers import Tokenizer
-
-    p = Path(path)
-    if not p.is_dir():
-        raise XmodelError(f"{path}: no such tokenizer directory")
-    if not (p / "tokenizer.json").is_file():
-        raise XmodelError(f"{path}: not a tokenizer directory (no tokenizer.json)")
-    try:
-        return Tokenizer.from_file(str(p / "tokenizer.json"))
-    except Exception as e:  # the Rust side raises a plain Exception for a corrupt file
-        raise XmodelError(f"{path}/tokenizer.json: cannot be read ({str(e).splitlines()[0]})") from None
-
-
-def tokenizer_meta(path: str | os.PathLike) -> dict:
-    p = Path(path) / META_FILE
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}

@@ -10,45 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ..config import Config, config_to_dict
-from ..data.mixture import IGNORE_INDEX, build_sampler
+from ..data.heldout import HeldoutSource
+from ..data.mixture import build_sampler
 from ..data.shards import check_tokenizer, check_vocab, load_manifest
-from ..errors import XmodelError
 from .metrics import plot_run
 from .start import Start
 from .trainer import TrainResult, train
-
-
-class HeldoutSource:
-    """The held-out sequences of a mixture's sources as one `BatchSource`, interleaved source by source so
-    that the first N sequences cover every source (eval loss on `train.eval_sequences` is then balanced)."""
-
-    def __init__(self, sampler):
-        self.seq_len = sampler.seq_len
-        datasets = [sampler.heldout(name) for name in sampler.heldout_sources()]
-        datasets = [d for d in datasets if len(d)]
-        if not datasets:
-            raise XmodelError(f"{sampler.manifest.path}: no held-out sequences (data.heldout)")
-        # Round-robin order over (dataset, row) pairs.
-        order = []
-        for i in range(max(len(d) for d in datasets)):
-            order.extend((k, i) for k, d in enumerate(datasets) if i < len(d))
-        self.datasets, self.order = datasets, order
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def batch(self, start: int, count: int) -> dict:
-        rows, labels = [], []
-        for k, i in (self.order[(start + j) % len(self.order)] for j in range(count)):
-            ids, mask = self.datasets[k].get_many(np.array([i]))
-            rows.append(ids[0])
-            labels.append(ids[0] if mask is None else np.where(mask[0], ids[0], IGNORE_INDEX))
-        return {"input_ids": torch.from_numpy(np.stack(rows).astype(np.int64)),
-                "labels": torch.from_numpy(np.stack(labels).astype(np.int64))}
 
 
 def run_stage(cfg: Config, prepared: str | Path, tokenizer_dir: str | Path, run_dir: str | Path, *,

@@ -1,7 +1,7 @@
 """What wind-tunnel runs train and evaluate on.
 
-Every experiment asks a `TuneData` for batch sources (the trainer's `BatchSource`: `seq_len`, `batch(start,
-count)`), so the experiments never care where the tokens come from:
+Every experiment asks a `TuneData` for batch sources (`xmodel.data.batches.BatchSource`: `seq_len`,
+`batch(start, count)`), so the experiments never care where the tokens come from:
 
 * `stable(seed)` – the stable-stage mixture (what μP trials and the transfer sweep train on);
 * `heldout("pretrain")` / `heldout(category)` – held-out sequences (never trained on) for objectives;
@@ -22,16 +22,14 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ..config.core import build_section
+from ..data.batches import IGNORE_INDEX, BatchSource
+from ..data.config import SFT_CATEGORIES, DataConfig
+from ..data.heldout import HeldoutSource
+from ..data.manifest import load_manifest
+from ..data.mixture import build_sampler, stratified_slots
+from ..data.weights import decay_shares
 from ..errors import XmodelError
-from .config import SFT_CATEGORIES
-
-IGNORE_INDEX = -100
-
-
-class Source(Protocol):
-    seq_len: int
-
-    def batch(self, start: int, count: int) -> dict[str, torch.Tensor]: ...
 
 
 class TuneData(Protocol):
@@ -39,28 +37,18 @@ class TuneData(Protocol):
     vocab_size: int
     categories: list[str]        # SFT categories that have data
 
-    def stable(self, seed: int = 0) -> Source: ...
+    def stable(self, seed: int = 0) -> BatchSource: ...
 
-    def heldout(self, name: str = "pretrain") -> Source: ...
+    def heldout(self, name: str = "pretrain") -> BatchSource: ...
 
     def heldout_size(self, name: str = "pretrain") -> int: ...
 
     def decay(self, sft_share: float, categories: dict[str, float], sequences: int, seed: int = 0): ...
 
 
-def normalise(weights: dict[str, float]) -> dict[str, float]:
-    total = sum(w for w in weights.values() if w > 0)
-    if total <= 0:
-        raise XmodelError("mixture: no category has a positive weight")
-    return {k: w / total for k, w in weights.items() if w > 0}
-
-
 def decay_weights(sft_share: float, categories: dict[str, float]) -> dict[str, float]:
     """Source → share of a decay mixture: (1 − sft_share) pretraining, sft_share split over the categories."""
-    out = {"pretrain": 1.0 - sft_share} if sft_share < 1 else {}
-    if sft_share > 0:
-        out.update({f"sft.{c}": sft_share * w for c, w in normalise(categories).items()})
-    return {k: v for k, v in out.items() if v > 0}
+    return decay_shares(sft_share, {"pretrain": 1.0}, categories, "mixture")
 
 
 def sft_share_of(shares: dict[str, float]) -> float:
@@ -73,7 +61,7 @@ def sft_share_of(shares: dict[str, float]) -> float:
 class PatternFamily:
     """Sequences fixed by (family, seed, index): "pretrain" is arithmetic progressions modulo the vocabulary,
     category k repeats a random motif of length k + 3 (copying, learnable in context) with the first motif
-    masked out of the loss (-100) like an SFT prompt. Distinct skills, so a category's held-out loss responds
+    masked out of the loss (IGNORE_INDEX) like an SFT prompt. Distinct skills, so a category's held-out loss responds
     to its share of the training mixture."""
 
     def __init__(self, family: str, vocab: int, seq_len: int, seed: int):
@@ -105,16 +93,13 @@ class StratifiedMixture:
     source, in an order shuffled per block; a source's n-th draw is its sequence n. (The synthetic stand-in for
     the data pipeline's mixture sampler, which works the same way over packed shards.)"""
 
-    def __init__(self, sources: dict[str, Source], weights: dict[str, float], block: int, seed: int = 0):
+    def __init__(self, sources: dict[str, BatchSource], weights: dict[str, float], block: int, seed: int = 0):
         self.names = [n for n, w in weights.items() if w > 0]
         self.sources = [sources[n] for n in self.names]
         self.seq_len = self.sources[0].seq_len
         self.block, self.seed = int(block), int(seed)
         w = np.array([weights[n] for n in self.names], dtype=np.float64)
-        edges = np.cumsum(w / w.sum())
-        edges[-1] = 1.0
-        self.template = np.minimum(np.searchsorted(edges, (np.arange(self.block) + 0.5) / self.block,
-                                                   side="right"), len(self.names) - 1)
+        self.template = stratified_slots(w / w.sum(), self.block)
         self.per_block = np.bincount(self.template, minlength=len(self.names))
 
     def assignments(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,10 +145,10 @@ class SyntheticData:
     def _family(self, name: str, seed: int) -> PatternFamily:
         return PatternFamily(name, self.vocab_size, self.seq_len, seed)
 
-    def stable(self, seed: int = 0) -> Source:
+    def stable(self, seed: int = 0) -> BatchSource:
         return self._family("pretrain", self.seed + seed)
 
-    def heldout(self, name: str = "pretrain") -> Source:
+    def heldout(self, name: str = "pretrain") -> BatchSource:
         self._check(name)
         return self._family(name, self.HELDOUT_SEED)
 
@@ -189,10 +174,6 @@ class PreparedData:
     (the run's `data` section) or, when it lists no sources, those the data was prepared with."""
 
     def __init__(self, prepared: str | Path, config=None):
-        from ..config.core import build_section
-        from ..data.config import DataConfig
-        from ..data.shards import load_manifest
-
         self.manifest = load_manifest(prepared)
         self.path = Path(prepared)
         if config is None or not config.sources:
@@ -206,34 +187,27 @@ class PreparedData:
         self.categories = [c for c in SFT_CATEGORIES if f"sft.{c}" in self.manifest.sources]
         self.description = f"{self.path} ({', '.join(self.pretrain_sources)}; SFT: {', '.join(self.categories)})"
 
-    def stable(self, seed: int = 0) -> Source:
-        from ..data.mixture import build_sampler
-
+    def stable(self, seed: int = 0) -> BatchSource:
         return build_sampler(self.manifest, self.config, stage="stable", seed=seed)
 
-    def heldout(self, name: str = "pretrain") -> Source:
+    def heldout(self, name: str = "pretrain") -> BatchSource:
         """The held-out sequences of the pretraining sources (interleaved) or of one SFT category."""
-        from ..data.mixture import MixtureSampler
-        from ..train.run import HeldoutSource
-
         if name == "pretrain":
-            names = [n for n in self.pretrain_sources if self.manifest.sources[n]["heldout"]["sequences"] > 0]
+            names = self.pretrain_sources
         elif name in self.categories:
             names = [f"sft.{name}"]
         else:
             raise XmodelError(f"held-out set {name!r}: not 'pretrain' or a prepared SFT category "
                               f"({', '.join(self.categories) or 'none'})")
-        if not names or not sum(self.manifest.sources[n]["heldout"]["sequences"] for n in names):
+        if not sum(self.manifest.split(n, "heldout").sequences for n in names):
             raise XmodelError(f"{self.path}: no held-out sequences for {name!r} (prepare with data.heldout.fraction "
                               f"> 0 and enough documents)")
-        return HeldoutSource(MixtureSampler(self.manifest, {n: 1.0 for n in names}))
+        return HeldoutSource.of_sources(self.manifest, names)
 
     def heldout_size(self, name: str = "pretrain") -> int:
         return len(self.heldout(name))
 
     def decay(self, sft_share: float, categories: dict[str, float], sequences: int, seed: int = 0):
-        from ..data.mixture import build_sampler
-
         missing = [c for c, w in categories.items() if w > 0 and c not in self.categories]
         if missing and sft_share > 0:
             raise XmodelError(f"{self.path}: no prepared SFT data for {', '.join(missing)}")

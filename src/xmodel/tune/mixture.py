@@ -22,7 +22,7 @@ from ..config import Config, config_to_dict
 from ..errors import XmodelError
 from ..train import checkpoint as ckpt
 from ..train.trainer import train
-from .data import TuneData, normalise, sft_share_of
+from .data import TuneData, sft_share_of
 from .runs import HeldoutObjective, budget_overrides, fit_to_data, run_budgeted
 from .space import clean, derive
 from .study import write_yaml
@@ -118,7 +118,7 @@ def suggest_mixture(trial, m, categories: list[str]) -> tuple[float, dict[str, f
     raw = {c: clean(trial.suggest_float(f"w_{c}", 0.0, 1.0, step=WEIGHT_STEP)) for c in categories}
     if sum(raw.values()) <= 0:
         raw = {c: 1.0 for c in categories}
-    return share, {c: clean(w) for c, w in normalise(raw).items()}
+    return share, {c: clean(w) for c, w in normalise_weights(raw, "mixture categories").items()}
 
 
 def make_objective(base: Config, data: TuneData, checkpoint: Path, out: Path):
