@@ -6,6 +6,7 @@ import json
 
 from ..config import PRESETS, load_config
 from ..model.configuration_xmodel import XmodelConfig
+from ..model.loading import read_model_config
 from ..model.stats import model_stats, training_memory_bytes
 from .common import add_config_args, config_from_args, human, is_preset, positive_int, require_model_dir
 
@@ -53,6 +54,7 @@ def run(args) -> int:
                          args.dtype)]
     else:
         path = require_model_dir(args.target)
+        read_model_config(path)  # a config.json that does not describe a shape is refused, not defaulted
         cfg = XmodelConfig.from_pretrained(path)
         rows = [describe(str(path), cfg, args.seq_len, args.micro_batch, args.dtype)]
     if args.json:

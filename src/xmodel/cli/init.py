@@ -32,9 +32,11 @@ def run(args) -> int:
     cfg = config_from_args(args, args.preset)
     tokenizer = None
     if args.tokenizer:
-        from transformers import AutoTokenizer
+        from ..tokenizer.loading import load_pretrained_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        if not Path(args.tokenizer).is_dir():
+            raise XmodelError(f"--tokenizer {args.tokenizer}: no such directory")
+        tokenizer = load_pretrained_tokenizer(args.tokenizer)
         if len(tokenizer) > cfg.model.vocab_size:
             raise XmodelError(f"--tokenizer: {len(tokenizer)} tokens do not fit model.vocab_size="
                               f"{cfg.model.vocab_size}")

@@ -22,6 +22,29 @@ SHAPE_FIELDS = {
 }
 
 
+# A model folder's config.json must name these: transformers would fill a missing one with its class default
+# (the 1.2B shape), which reads fine and describes another model.
+REQUIRED_CONFIG_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads")
+
+
+def read_model_config(model_dir: str | Path) -> dict:
+    """The config.json of a model folder as a dict, or a one-line error naming the file and what is wrong."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise XmodelError(f"{model_dir}: not a model directory (no config.json)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise XmodelError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise XmodelError(f"{path}: not a model config (a JSON object is expected)")
+    missing = [k for k in REQUIRED_CONFIG_FIELDS if k not in config]
+    if missing:
+        raise XmodelError(f"{path}: missing {', '.join(missing)} (the model's shape)")
+    return config
+
+
 def checkpoint_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
     """Tensor name → shape, read from the safetensors headers only (no weights are loaded)."""
     from safetensors import safe_open

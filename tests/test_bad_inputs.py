@@ -1,0 +1,179 @@
+"""Bad input across every command: exit code 2, one line on stderr that names the problem, no traceback, and
+nothing half-written at the target.
+
+Each case is (id, argv, needle, target): placeholders in argv are filled from the `world` fixture (a tiny model
+with its tokenizer, a prepared data directory, a training run, broken copies of them); `target`, when given, is
+a path (same placeholders) that must be as it was before the command — absent if it was absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from xmodel.cli.main import main
+
+
+def _model_args(vocab: int) -> list[str]:
+    return ["--model.vocab_size", str(vocab), "--model.hidden_size", "64", "--model.intermediate_size", "128",
+            "--model.num_hidden_layers", "2", "--model.num_attention_heads", "4", "--model.num_key_value_heads", "2",
+            "--model.max_position_embeddings", "64", "--model.pad_token_id", "0", "--model.bos_token_id", "1",
+            "--model.eos_token_id", "2"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, str]:
+    """Paths the cases refer to as {name}."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("bad-inputs")
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,!?'\n"))
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{c: i + 4 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                            pad_token="<pad>").save_pretrained(root / "tokenizer")
+    assert main(["init", "nano", str(root / "model"), "--tokenizer", str(root / "tokenizer"),
+                 *_model_args(96)]) == 0
+    # Broken copies of the model folder.
+    for name in ("truncated", "corrupt_header", "bad_config", "no_shape", "nan_weights"):
+        shutil.copytree(root / "model", root / name)
+    weights = (root / "truncated" / "model.safetensors")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    header = root / "corrupt_header" / "model.safetensors"
+    header.write_bytes(b"\xff" * 16 + header.read_bytes()[16:])
+    (root / "bad_config" / "config.json").write_text("{ not json")
+    config = json.loads((root / "no_shape" / "config.json").read_text())
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        config.pop(key)
+    (root / "no_shape" / "config.json").write_text(json.dumps(config))
+    (root / "empty").mkdir()
+    (root / "yaml_gpt5.yaml").write_text("preset: gpt5\n")
+    (root / "yaml_bad.yaml").write_text("train: [unclosed\n")
+    (root / "yaml_unknown_field.yaml").write_text("train:\n  max_stepz: 3\n")
+    (root / "not_utf8.txt").write_bytes(b"\xff\xfe\xfa broken")
+    return {k: str(v) for k, v in {
+        "root": root, "model": root / "model", "tokenizer": root / "tokenizer", "truncated": root / "truncated",
+        "corrupt_header": root / "corrupt_header", "bad_config": root / "bad_config",
+        "no_shape": root / "no_shape", "nan_weights": root / "nan_weights", "empty": root / "empty",
+        "missing": root / "no-such-thing", "out": root / "out", "yaml_gpt5": root / "yaml_gpt5.yaml",
+        "yaml_bad": root / "yaml_bad.yaml", "yaml_unknown_field": root / "yaml_unknown_field.yaml",
+        "not_utf8": root / "not_utf8.txt"}.items()}
+
+
+CASES = [
+    # ---- info ---------------------------------------------------------------------------------------------
+    ("info-negative-seq", ["info", "nano", "--seq-len", "-1"], "--seq-len: must be a positive integer", None),
+    ("info-word-seq", ["info", "nano", "--seq-len", "x"], "--seq-len: must be a positive integer", None),
+    ("info-zero-micro-batch", ["info", "nano", "--micro-batch", "0"], "--micro-batch: must be a positive", None),
+    ("info-missing-dir", ["info", "{missing}"], "no such model directory", None),
+    ("info-empty-dir", ["info", "{empty}"], "not a model directory (no config.json)", None),
+    ("info-bad-config", ["info", "{bad_config}"], "config.json", None),
+    ("info-no-shape", ["info", "{no_shape}"], "hidden_size", None),
+    ("info-bad-override-type", ["info", "nano", "--model.hidden_size", "abc"], "model.hidden_size: expected int",
+     None),
+    ("info-heads-not-dividing", ["info", "nano", "--model.num_key_value_heads", "3"], "does not divide", None),
+    ("info-unknown-field", ["info", "nano", "--model.hidden_sise", "3"], "hidden_sise", None),
+    ("info-unknown-preset", ["info", "gpt5"], "gpt5", None),
+    ("info-dtype-choice", ["info", "nano", "--dtype", "fp8"], "invalid choice", None),
+    # ---- init ---------------------------------------------------------------------------------------------
+    ("init-unknown-preset", ["init", "gpt5", "{out}"], "invalid choice", "{out}"),
+    ("init-yaml-unknown-preset", ["init", "nano", "{out}", "--config", "{yaml_gpt5}"], "gpt5", "{out}"),
+    ("init-yaml-malformed", ["init", "nano", "{out}", "--config", "{yaml_bad}"], "yaml_bad.yaml", "{out}"),
+    ("init-yaml-unknown-field", ["init", "nano", "{out}", "--config", "{yaml_unknown_field}"], "max_stepz", "{out}"),
+    ("init-yaml-missing", ["init", "nano", "{out}", "--config", "{missing}"], "no-such-thing", "{out}"),
+    ("init-into-nonempty", ["init", "nano", "{model}"], "exists and is not empty", "{model}"),
+    ("init-tokenizer-empty-dir", ["init", "nano", "{out}", "--tokenizer", "{empty}"], "empty", "{out}"),
+    ("init-tokenizer-missing", ["init", "nano", "{out}", "--tokenizer", "{missing}"], "no-such-thing", "{out}"),
+    ("init-tokenizer-too-big", ["init", "nano", "{out}", "--tokenizer", "{tokenizer}", "--model.vocab_size", "16"],
+     "do not fit model.vocab_size", "{out}"),
+    ("init-bad-seed", ["init", "nano", "{out}", "--seed", "x"], "--seed", "{out}"),
+    # ---- schedule -----------------------------------------------------------------------------------------
+    ("schedule-negative-decay", ["schedule", "plot", "--preset", "nano", "--decay-from", "-10", "--output",
+                                 "{out}/s.png"], "--decay-from: must be an integer ≥ 0", "{out}"),
+    ("schedule-decay-in-warmup", ["schedule", "plot", "--preset", "nano", "--decay-from", "1",
+                                  "--train.schedule.warmup_steps", "5", "--output", "{out}/s.png"],
+     "before the end of warmup", "{out}"),
+    ("schedule-zero-steps", ["schedule", "plot", "--preset", "nano", "--steps", "0", "--output", "{out}/s.png"],
+     "--steps: must be a positive integer", "{out}"),
+    ("schedule-decay-on-cosine", ["schedule", "plot", "--preset", "nano", "--decay-from", "10",
+                                  "--train.schedule.kind", "cosine", "--train.schedule.total_steps", "100",
+                                  "--output", "{out}/s.png"], "only a WSD schedule", "{out}"),
+    ("schedule-bad-kind", ["schedule", "plot", "--preset", "nano", "--train.schedule.kind", "step"],
+     "train.schedule.kind", None),
+    ("schedule-negative-lr", ["schedule", "plot", "--preset", "nano", "--train.schedule.max_lr", "-1"],
+     "max_lr", None),
+    # ---- tokenizer ----------------------------------------------------------------------------------------
+    ("tokenizer-zero-vocab", ["tokenizer", "train", "--out", "{out}", "--vocab-size", "0"],
+     "--vocab-size: must be a positive integer", "{out}"),
+    ("tokenizer-tiny-vocab", ["tokenizer", "train", "--out", "{out}", "--vocab-size", "100"], "vocab_size",
+     "{out}"),
+    ("tokenizer-bad-model", ["tokenizer", "train", "--out", "{out}", "--model", "wordpiece"], "invalid choice",
+     "{out}"),
+    # ---- train --------------------------------------------------------------------------------------------
+    ("train-missing-data", ["train", "--data", "{missing}", "--tokenizer", "{tokenizer}", "--output", "{out}"],
+     "no-such-thing", "{out}"),
+    ("train-missing-tokenizer", ["train", "--data", "{empty}", "--tokenizer", "{missing}", "--output", "{out}"],
+     "no-such-thing", "{out}"),
+    ("train-decay-without-from", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--stage", "decay",
+                                  "--output", "{out}"], "--stage decay needs --from", "{out}"),
+    ("train-from-without-decay", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--from", "{model}",
+                                  "--output", "{out}"], "--from starts a decay branch", "{out}"),
+    ("train-from-not-checkpoint", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--stage", "decay",
+                                   "--from", "{model}", "--output", "{out}"], "not a checkpoint directory", "{out}"),
+    ("train-unknown-preset", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--preset", "gpt5",
+                              "--output", "{out}"], "gpt5", "{out}"),
+    ("train-yaml-gpt5", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--config", "{yaml_gpt5}",
+                         "--output", "{out}"], "gpt5", "{out}"),
+    ("train-bad-precision", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--train.precision",
+                             "fp8", "--output", "{out}"], "train.precision", "{out}"),
+    ("train-zero-steps", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--train.max_steps", "0",
+                          "--output", "{out}"], "max_steps", "{out}"),
+    ("train-bad-stage", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--stage", "cooldown"],
+     "invalid choice", None),
+    # ---- tune ---------------------------------------------------------------------------------------------
+    ("tune-report-missing-storage", ["tune", "report", "--storage", "{root}/none/MISSING.db", "--study-name", "x",
+                                     "--output", "{out}"], "no such study database", "{root}/none"),
+]
+
+
+def _fill(value: str, world: dict[str, str]) -> str:
+    return value.format(**world)
+
+
+def _snapshot(path: Path):
+    if not path.exists():
+        return None
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(path.rglob("*"))}
+
+
+@pytest.mark.parametrize("case_id, argv, needle, target", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_writes_nothing(world, case_id, argv, needle, target, capsys):
+    argv = [_fill(a, world) for a in argv]
+    target_path = Path(_fill(target, world)) if target else None
+    before = _snapshot(target_path) if target_path else None
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2, (code, captured.err[-2000:])
+    assert "Traceback" not in captured.err
+    assert len(lines) == 1 and needle in lines[0], captured.err[-2000:]
+    if target_path is not None:
+        assert _snapshot(target_path) == before, f"{target_path} changed"
+
+
+def test_cases_are_many_and_named_once():
+    ids = [c[0] for c in CASES]
+    assert len(ids) == len(set(ids))
