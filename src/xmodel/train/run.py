@@ -12,8 +12,9 @@ from pathlib import Path
 
 from ..config import Config, config_to_dict
 from ..data.heldout import HeldoutSource
-from ..data.mixture import build_sampler
+from ..data.mixture import RECORD_KEY, build_sampler, mixture_record
 from ..data.shards import check_tokenizer, check_vocab, load_manifest
+from ..tokenizer.loading import load_pretrained_tokenizer
 from .metrics import plot_run
 from .start import Start
 from .trainer import TrainResult, train
@@ -23,17 +24,16 @@ def run_stage(cfg: Config, prepared: str | Path, tokenizer_dir: str | Path, run_
               stage: str = "stable", branch_from: str | Path | None = None, resume: str = "auto",
               allow_config_change: bool = False, progress: bool = True, log=print,
               plots: bool = True) -> TrainResult:
-    from transformers import AutoTokenizer
-
     manifest = load_manifest(prepared)
     check_tokenizer(manifest, tokenizer_dir)
     check_vocab(manifest, cfg.model.vocab_size)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = load_pretrained_tokenizer(tokenizer_dir)
     sampler = build_sampler(manifest, cfg.data, stage=stage, seed=cfg.train.seed)
     start = Start(resume=resume, stage=stage, branch_from=Path(branch_from) if branch_from else None,
                   allow_config_change=allow_config_change)
     result = train(cfg.model, cfg.train, sampler, run_dir, start=start, heldout=HeldoutSource(sampler),
-                   tokenizer=tokenizer, run_record=config_to_dict(cfg), progress=progress, log=log)
+                   tokenizer=tokenizer, run_record={**config_to_dict(cfg), RECORD_KEY: mixture_record(sampler)},
+                   progress=progress, log=log)
     if plots:
         plot_run(run_dir)
     return result
