@@ -69,3 +69,60 @@ def test_train_on_prepared_data_records_the_run_and_refuses_another_shape(prepar
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "cannot be loaded into this model" in err and "step_000002" in err, err
     assert before == {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+
+
+def test_init_from_a_llama_export_trains_both_stages_and_resumes(prepared, small_cfg, tokenizer_dir, tmp_path,
+                                                                 capsys):
+    """A model exported to the Llama layout is a starting point: the first step's loss is that model's loss on
+    the first batch (fp32), a decay stage decays from max_lr at its step 0, a shape override is refused, and
+    resuming continues the run instead of initialising again."""
+    import json
+
+    import torch
+    import yaml
+
+    from xmodel.config.core import section_to_dict
+    from xmodel.data.mixture import build_sampler
+    from xmodel.data.shards import load_manifest
+    from xmodel.train.metrics import read_metrics
+
+    config = tmp_path / "data.yaml"
+    config.write_text(yaml.safe_dump({"data": section_to_dict(small_cfg)}))
+    manifest = load_manifest(prepared.path)
+    source, llama = tmp_path / "source", tmp_path / "llama"
+    model_args = _tiny(manifest.vocab_size)[2:16]  # the --model.* pairs
+    assert main(["init", "nano", str(source), "--tokenizer", str(tokenizer_dir), "--seed", "3", *model_args]) == 0
+    assert main(["export", str(source), str(llama), "--to", "llama"]) == 0
+    train_args = ["--data", str(prepared.path), "--config", str(config), "--init-from", str(llama),
+                  "--train.micro_batch_size", "2", "--train.batch_tokens", "512", "--train.max_steps", "2",
+                  "--train.save_every", "2", "--train.eval_sequences", "4", "--train.sample_prompts", "[]",
+                  "--train.precision", "fp32", "--train.log_every", "1", "--train.peak_flops", "1e11",
+                  "--no-progress"]
+    run = tmp_path / "stable"
+    assert main(["train", "--output", str(run), *train_args]) == 0
+    assert "initialised from" in capsys.readouterr().out
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(llama, dtype=torch.float32)
+    first = build_sampler(manifest, small_cfg, stage="stable", seed=0).batch(0, 2)
+    with torch.no_grad():
+        expected = reference(input_ids=first["input_ids"], labels=first["labels"]).loss.item()
+    rows = read_metrics(run / "metrics.jsonl")
+    assert rows[0]["step"] == 1 and abs(rows[0]["loss"] - expected) < 1e-5 * expected, (rows[0], expected)
+    assert json.loads((run / "config.json").read_text())["init_from"] == str(llama)
+    # Resuming continues the run (no second initialisation).
+    assert main(["train", "--output", str(run), *train_args, "--train.max_steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "initialised from" not in out
+    # A decay stage of the released model: the schedule decays from max_lr at step 0.
+    decay = tmp_path / "decay"
+    assert main(["train", "--output", str(decay), "--stage", "decay", "--train.schedule.half_life", "2",
+                 *train_args]) == 0
+    lrs = [r["lr"] for r in read_metrics(decay / "metrics.jsonl") if "loss" in r]
+    max_lr = 0.01
+    assert lrs == [max_lr * 0.5 ** (s / 2) for s in range(2)]
+    capsys.readouterr()
+    # The weights fix the shape.
+    assert main(["train", "--output", str(tmp_path / "other"), *train_args, "--model.hidden_size", "128"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "model.hidden_size 128" in err and "drop the override" in err, err

@@ -33,8 +33,10 @@ class Config:
 
 
 def load_config(preset: str | None = None, yaml_path: str | Path | None = None,
-                overrides: list[str] | dict | None = None) -> Config:
-    """Defaults < preset < YAML < overrides, checked field by field (`ConfigError` names the field)."""
+                overrides: list[str] | dict | None = None, model_base: dict | None = None) -> Config:
+    """Defaults < preset < YAML < overrides, checked field by field (`ConfigError` names the field).
+
+    `model_base` (a model section, e.g. a released model's) takes the place of a preset's model values."""
     data: dict = {}
     if yaml_path is not None:
         data = read_yaml(yaml_path)
@@ -50,7 +52,10 @@ def load_config(preset: str | None = None, yaml_path: str | Path | None = None,
         if preset is not None and named != preset and "preset" not in dotted:
             raise ConfigError(f"preset: {yaml_path} names {named!r} but the command names {preset!r}")
     preset = data.get("preset", preset) if preset is None or "preset" in dotted else preset
-    if preset is not None:
+    if model_base is not None:
+        data.pop("preset", None)
+        data = deep_merge({"model": dict(model_base)}, data)
+    elif preset is not None:
         data["preset"] = preset
         data = deep_merge({"model": preset_values(preset)}, data)
     return build_section(Config, data)

@@ -22,18 +22,19 @@ from .trainer import TrainResult, train
 
 def run_stage(cfg: Config, prepared: str | Path, tokenizer_dir: str | Path, run_dir: str | Path, *,
               stage: str = "stable", branch_from: str | Path | None = None, resume: str = "auto",
-              allow_config_change: bool = False, progress: bool = True, log=print,
-              plots: bool = True) -> TrainResult:
+              init_from: str | Path | None = None, allow_config_change: bool = False, progress: bool = True,
+              log=print, plots: bool = True) -> TrainResult:
     manifest = load_manifest(prepared)
     check_tokenizer(manifest, tokenizer_dir)
     check_vocab(manifest, cfg.model.vocab_size)
     tokenizer = load_pretrained_tokenizer(tokenizer_dir)
     sampler = build_sampler(manifest, cfg.data, stage=stage, seed=cfg.train.seed)
     start = Start(resume=resume, stage=stage, branch_from=Path(branch_from) if branch_from else None,
-                  allow_config_change=allow_config_change)
+                  init_from=Path(init_from) if init_from else None, allow_config_change=allow_config_change)
+    record = {**config_to_dict(cfg), RECORD_KEY: mixture_record(sampler),
+              "init_from": str(init_from) if init_from else None}
     result = train(cfg.model, cfg.train, sampler, run_dir, start=start, heldout=HeldoutSource(sampler),
-                   tokenizer=tokenizer, run_record={**config_to_dict(cfg), RECORD_KEY: mixture_record(sampler)},
-                   progress=progress, log=log)
+                   tokenizer=tokenizer, run_record=record, progress=progress, log=log)
     if plots:
         plot_run(run_dir)
     return result

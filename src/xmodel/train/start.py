@@ -1,11 +1,14 @@
-"""Where a run starts: fresh, resumed from its own newest checkpoint, or a decay branch from a stable one.
+"""Where a run starts: fresh, resumed from its own newest checkpoint, a decay branch from a stable one, or the
+weights of a released model (`init_from`) with a fresh optimizer.
 
     state = resolve_start(Start(resume="auto"), run_dir, built, train, plan)
 
 Resuming restores model, optimizer, RNG and the `TrainState`, then checks the state against the config (see
 `state.check_resume`). A decay branch loads model and optimizer from a stable checkpoint and starts its own
 state: the same step and token count, the sampler at position 0 of the decay mixture, and the schedule's decay
-starting at the branch point.
+starting at the branch point. `init_from` loads a model folder's weights into the freshly built model (the
+model config must already be that folder's, see `init_from.init_model_config`) and starts at step 0; once the
+run has a checkpoint, `--resume auto` continues it rather than initialising again.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class Start:
     stage: str = "stable"                # stable / decay: the mixture the data source draws
     branch_from: Path | None = None      # a decay branch's stable checkpoint
     allow_config_change: bool = False    # resume even if schedule, batch plan or seed differ (recorded)
+    init_from: Path | None = None        # a model folder whose weights a fresh run starts from
 
 
 def fresh_state(train: TrainConfig, plan: BatchPlan, stage: str = "stable", **fields) -> TrainState:
@@ -56,6 +60,9 @@ def resolve_start(start: Start, run_dir: Path, built: Built, train: TrainConfig,
         if start.branch_from is not None and state.branch_from != str(start.branch_from):
             raise XmodelError(f"{resume_from}: this run branched from {state.branch_from}, not --from "
                               f"{start.branch_from}")
+        if start.init_from is not None and state.init_from != str(start.init_from):
+            raise XmodelError(f"{resume_from}: this run started from {state.init_from or 'a fresh model'}, not "
+                              f"--init-from {start.init_from}")
         log(f"resumed from {resume_from} at step {state.step}")
         return state
     if start.branch_from is not None:
@@ -65,8 +72,15 @@ def resolve_start(start: Start, run_dir: Path, built: Built, train: TrainConfig,
         log(f"decay branch from {start.branch_from} (step {stable.step})")
         return fresh_state(train, plan, "decay", step=stable.step, tokens=stable.tokens,
                            branch_from=str(start.branch_from), branch_start=stable.step)
+    if start.init_from is not None:
+        from .init_from import load_init_weights
+
+        load_init_weights(built, start.init_from)
+        log(f"initialised from {start.init_from} with a fresh optimizer ({start.stage} stage from step 0)")
+        return fresh_state(train, plan, start.stage, init_from=str(start.init_from))
     if start.stage == "decay":
-        raise XmodelError("--stage decay needs --from RUN/checkpoints/step_N (the stable checkpoint to branch from)")
+        raise XmodelError("--stage decay needs --from RUN/checkpoints/step_N (a stable checkpoint to branch from) "
+                          "or --init-from MODEL_DIR (a released model's weights)")
     return fresh_state(train, plan)
 
 

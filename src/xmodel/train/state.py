@@ -53,9 +53,11 @@ class TrainState:
 
 
 def schedule_for(train: TrainConfig, stage: str, branch_start: int) -> ScheduleConfig:
-    """The schedule a stage runs: a decay branch decays from its start unless the config names a start."""
+    """The schedule a stage runs: a decay branch decays from its start unless the config names a start. A
+    decay stage that starts at step 0 from a released model's weights (fresh optimizer) decays after its
+    warmup."""
     if stage == "decay" and train.schedule.decay_start is None:
-        return dataclasses.replace(train.schedule, decay_start=branch_start)
+        return dataclasses.replace(train.schedule, decay_start=max(branch_start, train.schedule.warmup_steps))
     return train.schedule
 
 
