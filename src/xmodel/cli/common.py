@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..config import PRESETS, Config, load_config
-from ..errors import XmodelError
+from ..inference.runtime import require_model_dir  # noqa: F401  (shared by the subcommands; defined below the CLI)
+from ..units import human  # noqa: F401  (likewise)
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -47,25 +47,3 @@ def config_from_args(args, preset: str | None = None) -> Config:
 
 def is_preset(name: str) -> bool:
     return name in PRESETS
-
-
-def require_model_dir(path: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise XmodelError(f"{path}: no such model directory (or preset: {', '.join(PRESETS)})")
-    if not (p / "config.json").is_file():
-        raise XmodelError(f"{path}: not a model directory (no config.json)")
-    return p
-
-
-def human(n: float, unit: str = "") -> str:
-    """1234567 → '1.23M'; with unit 'B', bytes in binary units."""
-    if unit == "B":
-        for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
-            if abs(n) < 1024 or suffix == "TiB":
-                return f"{n:.0f} {suffix}" if suffix == "B" else f"{n:.2f} {suffix}"
-            n /= 1024
-    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{suffix}"
-    return f"{n:.3g}"

@@ -26,22 +26,18 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
+    from transformers import AutoModelForCausalLM, TextStreamer
+
+    from ..tokenizer.loading import check_vocab_fits, load_pretrained_tokenizer
 
     path = require_model_dir(args.model)
-    tok_path = args.tokenizer or path
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_path)
-    except (OSError, ValueError, TypeError):
-        raise XmodelError(f"{tok_path}: no tokenizer found (pass --tokenizer DIR)") from None
+    tokenizer = load_pretrained_tokenizer(args.tokenizer or path)
     if args.max_new_tokens < 1:
         raise XmodelError("--max-new-tokens: must be ≥ 1")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise XmodelError("--temperature must be ≥ 0 and --top-p in (0, 1]")
     model = AutoModelForCausalLM.from_pretrained(path).to(args.device).eval()
-    if len(tokenizer) > model.config.vocab_size:
-        raise XmodelError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-                          f"{model.config.vocab_size}")
+    check_vocab_fits(len(tokenizer), model.config.vocab_size)
     torch.manual_seed(args.seed)
     inputs = tokenizer(args.prompt, return_tensors="pt").to(args.device)
     sampling = args.temperature > 0

@@ -1,4 +1,7 @@
-"""Loading a model directory for inference: the model, its tokenizer, end-of-turn tokens and the chat prompt."""
+"""Loading a model directory for inference: the model, its tokenizer, end-of-turn tokens and the chat prompt.
+
+`require_model_dir` is the one check that a path is a model directory; the CLI and the evaluations use it too.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,23 @@ from pathlib import Path
 import torch
 
 from ..errors import XmodelError
+from ..model.presets import PRESETS
+from ..tokenizer.loading import check_vocab_fits, load_pretrained_tokenizer
 from .engine import Generator
 
 # Special tokens that end an assistant turn in common chat templates; a tokenizer's own EOS always does.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def require_model_dir(path: str | Path) -> Path:
+    """`path` as a Path when it is a model directory (holds config.json); a one-line error otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise XmodelError(f"{path}: no such model directory (or preset: {', '.join(PRESETS)})")
+    if not (p / "config.json").is_file():
+        raise XmodelError(f"{path}: not a model directory (no config.json)")
+    return p
 
 
 def load_model(model_dir: str | Path, dtype: str = "auto", device: str = "cpu"):
@@ -30,15 +45,6 @@ def load_model(model_dir: str | Path, dtype: str = "auto", device: str = "cpu"):
     else:
         model, _ = convert_checkpoint(model_dir, dtype=dtype if torch_dtype else None)
     return model.to(device).eval()
-
-
-def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, TypeError):
-        raise XmodelError(f"{path}: no tokenizer found (pass --tokenizer DIR)") from None
 
 
 def stop_token_ids(model, tokenizer, model_dir: Path | None = None) -> set[int]:
@@ -60,15 +66,12 @@ def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = Non
     """A `Generator` for a model directory; `quantize="int8"` stores the linear weights as int8
     (`xmodel.inference.quantize`: faster decoding on CPU, not bit-exact); `compile` decodes through
     `torch.compile` (`engine.CompiledDecodeStep`)."""
-    from ..cli.common import require_model_dir
     from .quantize import apply_quantization
 
-    path = require_model_dir(str(model_dir))
-    tokenizer = load_tokenizer(tokenizer_dir or path)
+    path = require_model_dir(model_dir)
+    tokenizer = load_pretrained_tokenizer(tokenizer_dir or path)
     model = apply_quantization(load_model(path, dtype, device), quantize)
-    if len(tokenizer) > model.config.vocab_size:
-        raise XmodelError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-                          f"{model.config.vocab_size}")
+    check_vocab_fits(len(tokenizer), model.config.vocab_size)
     return Generator(model, tokenizer, stop_token_ids(model, tokenizer, path), max_batch_size=max_batch_size,
                      compile=compile)
 
