@@ -102,31 +102,16 @@ def _finish(results: dict, out: Path) -> None:
 
 
 def run_model(args) -> int:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import xmodel  # noqa: F401  (registers the Auto classes)
     from ..eval.agents import evaluate_agents
+    from ..eval.job import load_model_and_tokenizer, resolve_device
 
     settings = _settings(args, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                          top_p=args.top_p, seed=args.seed, prefix_cache=not args.no_prefix_cache,
                          webshop_url=args.webshop_url, webshop_prompt=args.webshop_prompt)
     data_root = resolve_data_root(args.data_root)
     model_dir = require_model_dir(args.model)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise XmodelError(f"--device {device}: CUDA is not available on this machine")
-    tok_path = args.tokenizer or model_dir
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_path)
-    except (OSError, ValueError, TypeError):
-        raise XmodelError(f"{tok_path}: no tokenizer found (pass --tokenizer DIR)") from None
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, args.dtype)).to(device).eval()
-    if len(tokenizer) > model.config.vocab_size:
-        raise XmodelError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-                          f"{model.config.vocab_size}")
+    device = resolve_device(args.device)
+    model, tokenizer = load_model_and_tokenizer(model_dir, args.tokenizer, device, args.dtype)
     n_params = sum(p.numel() for p in model.parameters())
     out = Path(args.output) if args.output else Path("runs") / "agents" / model_dir.resolve().name
     print(f"agents: {model_dir} ({human(n_params)} parameters) on {device}, data root {data_root}")

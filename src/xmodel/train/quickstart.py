@@ -161,11 +161,17 @@ def run_quickstart(output: str | Path = "runs/quickstart", data_root: str | Path
 
 def quick_benchmarks(model_dir: Path, out_dir: Path, root: Path, limit: int) -> dict:
     """`xmodel eval MODEL --suite commonsense --limit N`, results.json in `out_dir`; returns {task: value}."""
-    from ..cli.main import main as cli
+    import sys
 
-    code = cli(["eval", str(model_dir), "--suite", "commonsense", "--limit", str(limit), "--output", str(out_dir),
-                "--data-root", str(root), "--batch-size", "16"])
-    if code != 0:
+    from ..errors import XmodelError
+    from ..eval.job import EvalJob, run_eval
+    from ..eval.run import EvalSettings
+
+    try:
+        run_eval(EvalJob(model_dir, output=out_dir, suites=("commonsense",), data_root=root,
+                         settings=EvalSettings(limit=limit, batch_size=16, device="auto")))
+    except (XmodelError, OSError, ValueError) as e:  # as `xmodel eval` would: one line; the recipe goes on
+        print(f"xmodel eval: error: {e}".splitlines()[0], file=sys.stderr)
         return {}
     from ..eval.results import RESULTS_FILE, load_results
 
