@@ -40,8 +40,10 @@ def register(sub) -> None:
     s = actions.add_parser("stats", help="per-source documents, tokens, duplicate rates, mixture shares",
                            description="Per source: documents read, skipped records (by reason), exact and near "
                                        "duplicates removed, training and held-out sequences; then each stage "
-                                       "mixture's configured and realised shares over --sequences positions.")
-    s.add_argument("prepared", help="a prepared data directory")
+                                       "mixture's configured and realised shares over --sequences positions. "
+                                       "Given a training run (its directory or config.json): the mixture that "
+                                       "run trained on.")
+    s.add_argument("prepared", help="a prepared data directory, or a run directory / its config.json")
     s.add_argument("--stage", choices=["stable", "decay", "both"], default="both")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--sequences", type=int, default=10_000, help="positions to sample for realised shares")
@@ -100,7 +102,7 @@ def _mixture(manifest, stage: str, seed: int, sequences: int) -> dict | str:
 
 
 def stats(prepared: str, stage: str = "both", seed: int = 0, sequences: int = 10_000) -> dict:
-    from ..data.shards import load_manifest
+    from ..data.manifest import load_manifest
 
     m = load_manifest(prepared)
     out = {"path": str(m.path), "tokenizer_hash": m.tokenizer_hash, "vocab_size": m.vocab_size, "dtype": m.dtype,
@@ -108,13 +110,13 @@ def stats(prepared: str, stage: str = "both", seed: int = 0, sequences: int = 10
     for name, s in m.sources.items():
         read = s["documents_read"]
         removed = s["exact_removed"] + s["near_removed"]
+        train, heldout = m.split(name, "train"), m.split(name, "heldout")
         out["sources"][name] = {
             "kind": s["kind"], "documents_read": read, "skipped": sum(s["skipped"]["counts"].values()),
             "exact_removed": s["exact_removed"], "near_removed": s["near_removed"],
             "duplicate_rate": removed / read if read else 0.0,
-            "train_documents": s["train"]["documents"], "train_sequences": s["train"]["sequences"],
-            "train_tokens": s["train"]["tokens"], "heldout_sequences": s["heldout"]["sequences"],
-            "tokens_dropped": s["train"]["tokens_dropped"] + s["heldout"]["tokens_dropped"],
+            "train_documents": train.documents, "train_sequences": train.sequences, "train_tokens": train.tokens,
+            "heldout_sequences": heldout.sequences, "tokens_dropped": train.tokens_dropped + heldout.tokens_dropped,
             "skip_examples": s["skipped"]["examples"]}
     stages = ["stable", "decay"] if stage == "both" else [stage]
     for st in stages:
@@ -124,7 +126,35 @@ def stats(prepared: str, stage: str = "both", seed: int = 0, sequences: int = 10
     return out
 
 
+def is_run(path: str) -> bool:
+    """A training run's config.json, or a run directory (one with a config.json and no manifest.json)."""
+    from pathlib import Path
+
+    from ..data.manifest import MANIFEST
+    from ..data.mixture import RUN_CONFIG
+
+    p = Path(path)
+    return p.is_file() or (p.is_dir() and (p / RUN_CONFIG).is_file() and not (p / MANIFEST).is_file())
+
+
+def print_run_mixture(run: str, as_json: bool) -> int:
+    from ..data.mixture import load_mixture_record
+
+    record = load_mixture_record(run)
+    if as_json:
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{run}: {record['stage'] or 'custom'} mixture of {record['prepared']} (seed {record['seed']}, blocks of "
+          f"{record['block']:,} sequences of {record['seq_len']} tokens, tokenizer {record['tokenizer_hash']})")
+    rows = [[name, f"{100 * s['weight']:.2f}%", f"{s['per_block']:,}", f"{100 * s['share']:.2f}%",
+             f"{s['train_sequences']:,}"] for name, s in record["sources"].items()]
+    _table(["source", "configured", "per block", "trained", "train seqs"], rows, indent="  ")
+    return 0
+
+
 def run_stats(args) -> int:
+    if is_run(args.prepared):
+        return print_run_mixture(args.prepared, args.json)
     result = stats(args.prepared, args.stage, args.seed, args.sequences)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
