@@ -126,3 +126,32 @@ def test_init_from_a_llama_export_trains_both_stages_and_resumes(prepared, small
     assert main(["train", "--output", str(tmp_path / "other"), *train_args, "--model.hidden_size", "128"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "model.hidden_size 128" in err and "drop the override" in err, err
+
+
+def test_an_imports_config_trains_with_only_data_and_tokenizer(prepared, tokenizer_dir, tmp_path, capsys):
+    """`xmodel import` writes an xmodel.yaml that `xmodel train --config` takes with only --data and
+    --tokenizer: it starts from the imported weights at a fine-tuning LR, on the mixture the data was prepared
+    with."""
+    import yaml
+
+    from xmodel.data.shards import load_manifest
+    from xmodel.train.metrics import read_metrics
+
+    manifest = load_manifest(prepared.path)
+    source, llama, imported = tmp_path / "source", tmp_path / "llama", tmp_path / "imported"
+    assert main(["init", "nano", str(source), "--tokenizer", str(tokenizer_dir),
+                 *_tiny(manifest.vocab_size)[2:16]]) == 0
+    assert main(["export", str(source), str(llama), "--to", "llama"]) == 0
+    assert main(["import", str(llama), str(imported)]) == 0
+    text = (imported / "xmodel.yaml").read_text()
+    assert "fine-tuning rate" in text
+    doc = yaml.safe_load(text)
+    assert set(doc) == {"model", "train"} and doc["train"]["init_from"] == str(imported.resolve())
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(imported / "xmodel.yaml"), "--data", str(prepared.path), "--tokenizer",
+                 str(tokenizer_dir), "--output", str(run), "--train.max_steps", "2", "--train.batch_tokens", "512",
+                 "--train.micro_batch_size", "2", "--train.log_every", "1", "--train.save_every", "2",
+                 "--train.eval_sequences", "4", "--train.sample_prompts", "[]", "--no-progress"]) == 0
+    assert "initialised from" in capsys.readouterr().out
+    lrs = [r["lr"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    assert lrs == [2e-5 * 1 / 20, 2e-5 * 2 / 20]  # the warmup of a fresh optimizer, up to the fine-tuning LR

@@ -49,6 +49,7 @@ def run(args) -> int:
 
     if args.warmup_steps is not None:
         args.overrides = [*args.overrides, "--train.schedule.warmup_steps", str(args.warmup_steps)]
+    args.init_from = args.init_from or configured_init_from(args)
     if args.init_from:
         cfg = init_from_config(args)
     else:
@@ -76,6 +77,8 @@ def run(args) -> int:
                              if branch_from else f"runs/{args.stage}")
     if branch_from is not None and Path(output).resolve() == branch_from.parent.parent.resolve():
         raise XmodelError("--output: a decay branch gets its own run folder, not the stable run's")
+    if not gives_data_section(args):  # train on the mixture the directory was prepared with
+        cfg.data = prepared_data_config(args.data)
     result = run_stage(cfg, args.data, tokenizer, output, stage=args.stage, branch_from=branch_from,
                        resume=args.resume, init_from=args.init_from,
                        allow_config_change=args.allow_config_change,
@@ -100,3 +103,32 @@ def init_from_config(args):
     cfg = load_config(yaml_path=args.config, overrides=args.overrides, model_base=base)
     check_same_shape(args.init_from, cfg.model)
     return cfg
+
+
+def _yaml(args) -> dict:
+    from ..config.core import read_yaml
+
+    return read_yaml(args.config) if args.config else {}
+
+
+def configured_init_from(args) -> str | None:
+    """`train.init_from` of the config file or a --train.init_from override (what `xmodel import` writes)."""
+    from ..config.core import parse_overrides
+
+    dotted = parse_overrides(list(args.overrides))
+    return dotted.get("train.init_from") or (_yaml(args).get("train") or {}).get("init_from")
+
+
+def gives_data_section(args) -> bool:
+    from ..config.core import parse_overrides
+
+    return "data" in _yaml(args) or any(k.startswith("data.") for k in parse_overrides(list(args.overrides)))
+
+
+def prepared_data_config(prepared: str):
+    """The data section a directory was prepared with (its mixture, seq_len and sources)."""
+    from ..config.core import build_section
+    from ..data.config import DataConfig
+    from ..data.shards import load_manifest
+
+    return build_section(DataConfig, load_manifest(prepared).config, "data")

@@ -191,8 +191,6 @@ def convert_checkpoint(src: str | Path, mup: dict | None = None, dtype: str | No
 def import_checkpoint(src: str | Path, out: str | Path, mup: dict | None = None,
                       dtype: str | None = None) -> tuple[Path, str, XmodelConfig]:
     """Convert `src` into an Xmodel checkpoint directory `out` (tokenizer files copied): (out, layout, config)."""
-    from ..config import Config, dump_config
-
     src, out = Path(src), Path(out)
     if out.exists() and any(out.iterdir()):
         raise XmodelError(f"{out}: exists and is not empty")
@@ -200,5 +198,30 @@ def import_checkpoint(src: str | Path, out: str | Path, mup: dict | None = None,
     with staged_dir(out) as tmp:
         model.save_pretrained(tmp)
         copy_tokenizer_files(src, tmp)
-        dump_config(Config(model=model.config), tmp / "xmodel.yaml")
+        write_training_config(model.config, out, tmp / "xmodel.yaml")
     return out, layout, model.config
+
+
+# Fine-tuning defaults for pretrained weights: a from-scratch μP max LR (0.01) would wreck them.
+FINETUNE_LR = 2e-5
+FINETUNE_WARMUP = 20
+
+
+def write_training_config(model_config: XmodelConfig, model_dir: Path, path: Path) -> None:
+    """An xmodel.yaml that `xmodel train --config` takes with only --data and --tokenizer: the model section,
+    init_from this folder, and a fine-tuning LR with a short warmup (the optimizer starts fresh). No data
+    section: the run trains on the mixture its prepared directory was made with."""
+    import yaml
+
+    from ..config.core import section_to_dict
+
+    doc = {"model": section_to_dict(model_config),
+           "train": {"init_from": str(Path(model_dir).resolve()),
+                     "schedule": {"max_lr": FINETUNE_LR, "warmup_steps": FINETUNE_WARMUP}}}
+    header = (f"# written by xmodel import: continue training this model with\n"
+              f"#   xmodel train --config {path.name} --data PREPARED_DIR --tokenizer TOKENIZER_DIR "
+              f"[--stage decay]\n"
+              f"# train.schedule.max_lr {FINETUNE_LR:g} is a fine-tuning rate for pretrained weights (a from-scratch "
+              f"μP max LR such as 0.01 would wreck them);\n# warmup_steps {FINETUNE_WARMUP}: the optimizer starts "
+              f"fresh. Without a data section the run uses the mixture its data was prepared with.\n")
+    path.write_text(header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")

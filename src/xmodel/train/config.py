@@ -46,6 +46,7 @@ class TrainConfig:
     sample_tokens: int = 32
     max_bad_steps: int = 5                   # consecutive NaN/inf steps before stopping
     peak_flops: float | None = None          # per device, for MFU; None = look up (GPU) or measure (CPU)
+    init_from: str | None = None             # a model folder whose weights the run starts from (--init-from)
 
     def validate(self):
         for name in ("max_steps", "micro_batch_size", "batch_tokens", "log_every", "max_bad_steps"):
