@@ -28,7 +28,7 @@ from ..data.config import SFT_CATEGORIES, DataConfig
 from ..data.heldout import HeldoutSource
 from ..data.manifest import load_manifest
 from ..data.mixture import build_sampler, stratified_slots
-from ..data.weights import decay_shares
+from ..data.weights import decay_shares, normalise_weights
 from ..errors import XmodelError
 
 
@@ -94,12 +94,12 @@ class StratifiedMixture:
     the data pipeline's mixture sampler, which works the same way over packed shards.)"""
 
     def __init__(self, sources: dict[str, BatchSource], weights: dict[str, float], block: int, seed: int = 0):
-        self.names = [n for n, w in weights.items() if w > 0]
+        shares = normalise_weights(weights, "mixture")
+        self.names = list(shares)
         self.sources = [sources[n] for n in self.names]
         self.seq_len = self.sources[0].seq_len
         self.block, self.seed = int(block), int(seed)
-        w = np.array([weights[n] for n in self.names], dtype=np.float64)
-        self.template = stratified_slots(w / w.sum(), self.block)
+        self.template = stratified_slots(list(shares.values()), self.block)
         self.per_block = np.bincount(self.template, minlength=len(self.names))
 
     def assignments(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 
 from ..config import Config, config_to_dict
+from ..data.weights import normalise_weights
 from ..errors import XmodelError
 from ..train import checkpoint as ckpt
 from ..train.trainer import train
