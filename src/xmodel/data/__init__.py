@@ -10,8 +10,8 @@ Entry points (each module is readable alone):
 - `mixture.build_sampler` — deterministic (seed, position) → batch sampler over a stage mixture.
 - `batches` — the batch contract (`IGNORE_INDEX`, `BatchSource`); `heldout.HeldoutSource` — eval batches.
 
-Layers, lowest first (a module imports only from layers below it; tests/test_layering.py checks the cycles):
-root, config, weights, atomic, permute, simhash → ingest, sft → plan → manifest → shards, dedup, batches →
+Layers, lowest first (a module imports only from layers below it; tests/test_layering.py checks it):
+root, weights, atomic, permute, simhash, batches → config → ingest → sft → plan → manifest → shards, dedup →
 heldout, mixture → pipeline → prepare.
 """
 
