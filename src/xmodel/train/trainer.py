@@ -21,6 +21,7 @@ from ..data.batches import BatchSource
 from ..errors import XmodelError
 from ..model import XmodelConfig
 from ..model.stats import model_stats
+from ..tokenizer.loading import check_vocab_fits
 from .batching import BatchPlan
 from .build import Built, build
 from .callbacks import (Callback, Checkpointing, HeldoutLoss, MetricsWriter, ProgressBar, SampleGenerations,
@@ -97,6 +98,7 @@ def train_loop(run: Run, data: BatchSource, plan: BatchPlan, callbacks: list[Cal
         for cb in callbacks:
             cb.on_start(run)
         built.model.train()
+        first_step = state.step + 1  # logged too: the loss a run (or a resumed run) starts from
         if state.step < run.last_step:
             batches.request(state.step, state.data_position)
         while state.step < run.last_step and run.result.stopped_early is None:
@@ -115,7 +117,7 @@ def train_loop(run: Run, data: BatchSource, plan: BatchPlan, callbacks: list[Cal
             state.data_position += batch.sequences
             state.tokens += batch.sequences * plan.seq_len
             record = {"step": state.step, "lr": lr, "batch_sequences": batch.sequences, "tokens": state.tokens}
-            if state.step % t.log_every == 0 or state.step == run.last_step:
+            if state.step % t.log_every == 0 or state.step in (first_step, run.last_step):
                 log_step(run, out, record)
             for cb in callbacks:
                 cb.on_step(run, record)
@@ -175,8 +177,8 @@ def train(model_cfg: XmodelConfig, train_cfg: TrainConfig, data: BatchSource, ru
     run_dir = Path(run_dir)
     env = env or init_distributed(train_cfg.device)
     say = log if env.is_main else (lambda *_: None)
-    if tokenizer is not None and len(tokenizer) > model_cfg.vocab_size:
-        raise XmodelError(f"tokenizer has {len(tokenizer)} tokens but model.vocab_size is {model_cfg.vocab_size}")
+    if tokenizer is not None:
+        check_vocab_fits(len(tokenizer), model_cfg.vocab_size, model="model.vocab_size")
     built = build(model_cfg, train_cfg, env)
     plan = batch_plan(train_cfg, data.seq_len, env.world_size)
     state = resolve_start(start, run_dir, built, train_cfg, plan, log=say)
