@@ -88,6 +88,8 @@ class SftFormatConfig:
     few_shot: fraction of records that get 1..max_shots solved examples of the same file in their prompt.
     system_prompt: fraction of records that get a system turn.
     mask_prompt: train only on the assistant turns (prompt tokens get label IGNORE_INDEX, see `batches`).
+    chat_template: "auto" renders conversations in the tokenizer's own chat template when it has one (an
+        imported model's format), "xmodel" always in ours.
     """
 
     diversify: bool = True
@@ -96,6 +98,7 @@ class SftFormatConfig:
     system_prompt: float = 0.2
     mask_prompt: bool = True
     seed: int = 0
+    chat_template: Literal["auto", "xmodel"] = "auto"
 
     def validate(self) -> None:
         for name in ("few_shot", "system_prompt"):
@@ -196,6 +199,8 @@ class DataConfig:
     tasks: how many pieces the work is cut into (the output has one shard per task and source, so changing it
         changes the files; the content is deterministic for a given value).
     workers: processes running tasks at once (does not change the output).
+    document_separator: the token appended after every document (None: detected from the tokenizer, a base
+        model's end-of-text rather than an instruct template's end-of-turn; see `tokenizer.loading`).
     """
 
     seq_len: int = 4096
@@ -207,6 +212,7 @@ class DataConfig:
     sft: SftFormatConfig = field(default_factory=SftFormatConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
+    document_separator: str | None = None
 
     def validate(self) -> None:
         if self.seq_len < 8:

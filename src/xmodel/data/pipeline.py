@@ -34,6 +34,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from ..errors import XmodelError
 from ..tokenizer.loading import load_tokenizer
+from ..tokenizer.special import ChatRenderer
 from .config import DedupConfig, SftFormatConfig
 from .dedup import (decide_removals, find_pairs, load_pairs, load_removed, load_signatures, save_pairs,
                     save_removed, save_signatures)
@@ -214,12 +215,12 @@ class FormatSft(PipelineStep):
     name = "xmodel SFT formatting"
     type = "✂️ - FORMAT"
 
-    def __init__(self, sft: SftFormatConfig):
+    def __init__(self, sft: SftFormatConfig, tokenizer_dir: str | None = None):
         super().__init__()
-        self.sft = sft
+        self.sft, self.tokenizer_dir = sft, tokenizer_dir
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        div = Diversifier(self.sft)
+        div = Diversifier(self.sft, render=ChatRenderer(self.tokenizer_dir, self.sft.chat_template))
         for doc in data:
             sample = doc.metadata.pop("sample", None)
             if sample is not None:

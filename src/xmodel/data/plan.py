@@ -100,8 +100,9 @@ class Plan:
     tokenizer_hash: str
     vocab_size: int
     dtype: str
-    eos_id: int
+    eos_id: int                          # the document separator's id (appended after every document)
     fingerprint: str
+    separator: str = ""                  # that token's text
 
     @property
     def work(self) -> Path:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from ..config.core import build_section
 from ..errors import ConfigError, XmodelError
-from ..tokenizer.loading import load_tokenizer, tokenizer_hash
-from ..tokenizer.special import EOS
+from ..tokenizer.loading import document_separator, load_tokenizer, tokenizer_hash
+from ..tokenizer.special import ChatRenderer
 from .config import SFT_CATEGORIES, DataConfig
 from .manifest import MANIFEST, Manifest, TaskReports, load_manifest
 from .pipeline import (AssembleManifest, DecideRemovals, DropRemoved, FindPairs, FormatSft, ReadSources, TokenizePack,
@@ -76,18 +76,6 @@ def build_inputs(cfg: DataConfig, root: Path, check: bool = True) -> list[InputS
     return inputs
 
 
-def _eos_id(tokenizer_dir: Path, tok) -> int:
-    eos = tok.token_to_id(EOS)
-    if eos is None:
-        cfg_file = tokenizer_dir / "tokenizer_config.json"
-        name = json.loads(cfg_file.read_text()).get("eos_token") if cfg_file.is_file() else None
-        name = name.get("content") if isinstance(name, dict) else name
-        eos = tok.token_to_id(name) if name else None
-    if eos is None:
-        raise XmodelError(f"{tokenizer_dir}: the tokenizer has no end-of-text token")
-    return eos
-
-
 def fingerprint(cfg: DataConfig, tokenizer_hash: str, inputs: list[InputSource]) -> str:
     """What the output depends on: the data settings (not workers or tokenizer training), the tokenizer, the
     input files (path, size, mtime)."""
@@ -124,8 +112,11 @@ def plan_preparation(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
     except ValueError as e:
         raise ConfigError(f"data.{e}") from None
     inputs = build_inputs(cfg, root)
+    separator, separator_id = document_separator(tokenizer_dir, tok, cfg.document_separator)
+    if cfg.decay.sft:
+        ChatRenderer(str(tokenizer_dir), cfg.sft.chat_template).check(str(tokenizer_dir))
     return Plan(cfg, root, tokenizer_dir, Path(out_dir).resolve(), tuple(inputs), tok_hash, vocab,
-                token_dtype(vocab).name, _eos_id(tokenizer_dir, tok), fingerprint(cfg, tok_hash, inputs))
+                token_dtype(vocab).name, separator_id, fingerprint(cfg, tok_hash, inputs), separator=separator)
 
 
 def build_stages(plan: Plan) -> list[Stage]:
@@ -145,7 +136,7 @@ def build_stages(plan: Plan) -> list[Stage]:
     stages.append(Stage("pack", [
         ReadSources(plan.inputs, work, "pack", cfg.heldout.fraction),
         DropRemoved(dedup_dir if use_dedup else None),
-        FormatSft(cfg.sft),
+        FormatSft(cfg.sft, str(plan.tokenizer_dir)),
         TokenizePack(plan.pack_settings(), work),
     ], cfg.tasks))
     stages.append(Stage("manifest", [AssembleManifest(plan)], 1, progress=False))
@@ -190,6 +181,8 @@ def prepare_data(cfg, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLi
             log(f"{out_dir}: already prepared with these settings (tokenizer {plan.tokenizer_hash}); nothing to do")
             return existing
     _prepare_out_dir(out, plan.fingerprint, overwrite)
+    log(f"document separator: {plan.separator} (id {plan.eos_id})"
+        + ("" if plan.cfg.document_separator else "; set data.document_separator to choose another"))
     t0 = time.perf_counter()
     total = None
     for stage in build_stages(plan):

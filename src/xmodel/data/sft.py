@@ -15,7 +15,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
-from ..tokenizer.special import ROLES, render_chat
+from ..tokenizer.special import ROLES, ChatRenderer
 from .config import SftFormatConfig
 from .ingest import SkipRecord
 
@@ -180,8 +180,9 @@ def _join_prompt(sample: Sample, rng: random.Random, diversify: bool, lang: str)
 class Diversifier:
     """Renders Samples as conversations; keeps a few recent training samples per file for few-shot prompts."""
 
-    def __init__(self, cfg: SftFormatConfig, shots_kept: int = 8):
+    def __init__(self, cfg: SftFormatConfig, shots_kept: int = 8, render: ChatRenderer | None = None):
         self.cfg = cfg
+        self.render = render or ChatRenderer()  # default: our own template
         self.recent: dict[int, deque] = {}
         self.shots_kept = shots_kept
 
@@ -195,7 +196,7 @@ class Diversifier:
         cfg = self.cfg
         rng = random.Random((cfg.seed * 1_000_003) ^ uid)
         if sample.messages:
-            return render_chat(list(sample.messages))
+            return self.render(list(sample.messages))
         lang = "zh" if sample.chinese else "en"
         prompt = _join_prompt(sample, rng, cfg.diversify, lang)
         messages = []
@@ -210,4 +211,4 @@ class Diversifier:
                       + rng.choice(_SHOT_TAIL[lang]) + "\n\n" + prompt)
         messages.append({"role": "user", "content": prompt})
         messages.append({"role": "assistant", "content": sample.output})
-        return render_chat(messages)
+        return self.render(messages)

@@ -79,3 +79,31 @@ def check_vocab_fits(tokenizer_size: int, vocab_size: int, *, tokenizer: str = "
     two sides in the error ("tokenizer has 70000 tokens but the model's vocab_size is 65280")."""
     if tokenizer_size > vocab_size:
         raise XmodelError(f"{tokenizer} has {tokenizer_size} tokens but {model} is {vocab_size}")
+
+
+# Tokens that end a document in pretraining text, most specific first: ours (also Llama 3's), GPT-2 / Qwen /
+# SmolLM's, Llama 2 / Mistral's, Gemma's, DeepSeek's. An instruct model's eos_token is often its end-of-turn
+# marker (<|im_end|>, <|eot_id|>), which is the wrong separator between pretraining documents.
+DOCUMENT_ENDS = ("<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>", "<｜end▁of▁sentence｜>")
+
+
+def configured_eos_token(tokenizer_dir: str | os.PathLike) -> str | None:
+    path = Path(tokenizer_dir) / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    name = json.loads(path.read_text(encoding="utf-8")).get("eos_token")
+    return name.get("content") if isinstance(name, dict) else name
+
+
+def document_separator(tokenizer_dir: str | os.PathLike, tokenizer, configured: str | None = None) -> tuple[str, int]:
+    """(token, id) appended after every document when packing: `configured` if given, else the first of
+    `DOCUMENT_ENDS` the vocabulary has, else the tokenizer's eos_token."""
+    candidates = [configured] if configured else [*DOCUMENT_ENDS, configured_eos_token(tokenizer_dir)]
+    for token in candidates:
+        token_id = tokenizer.token_to_id(token) if token else None
+        if token_id is not None:
+            return token, token_id
+    if configured:
+        raise XmodelError(f"data.document_separator {configured!r}: not a token of {tokenizer_dir}")
+    raise XmodelError(f"{tokenizer_dir}: no end-of-document token (none of {', '.join(DOCUMENT_ENDS)} and no "
+                      f"eos_token); name one with data.document_separator")
