@@ -101,3 +101,29 @@ def test_a_template_that_cannot_render_sft_is_refused_up_front(foreign_tokenizer
         plan_preparation(_config(), broken, tmp_path / "out", shared_data)
     plan_preparation(_config(sft={"diversify": False, "chat_template": "xmodel"}), broken, tmp_path / "out2",
                      shared_data)
+
+
+def test_a_sentencepiece_only_tokenizer_prepares_data(shared_data, tmp_path):
+    """A folder with only tokenizer.model (SentencePiece, byte fallback), as Llama-2-style releases ship it."""
+    spm = pytest.importorskip("sentencepiece")
+    from transformers import AutoTokenizer
+
+    with gzip.open(shared_data / "corpora/en/english_public_domain.jsonl.gz", "rt", encoding="utf-8") as fh:
+        texts = [json.loads(line)["text"] for _, line in zip(range(200), fh)]
+    folder = tmp_path / "sp"
+    folder.mkdir()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(folder / "tokenizer"),
+                                   vocab_size=800, model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1,
+                                   eos_id=2, pad_id=-1, minloglevel=2)
+    (folder / "tokenizer.vocab").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>",
+                                                              "eos_token": "</s>", "unk_token": "<unk>"}))
+    cfg = build_section(DataConfig, {"seq_len": 64, "tasks": 1, "workers": 1, "heldout": {"fraction": 0.0,
+                        "max_tokens": 0}, "sources": [{"name": "en", "paths": ["corpora/en/english_public_domain.jsonl.gz"],
+                                                       "max_docs": 20}]}, "data")
+    manifest = prepare_data(cfg, folder, tmp_path / "data", shared_data, progress=False, log=lambda *_: None)
+    row = PackedDataset.of(manifest, "en")[0]["input_ids"]
+    reference = AutoTokenizer.from_pretrained(folder)
+    first = reference(texts[0], add_special_tokens=False).input_ids
+    assert list(row[:16]) == first[:16]  # the same ids as the model's own tokenizer gives
+

@@ -25,11 +25,28 @@ def load_tokenizer(path: str | os.PathLike):
     if not p.is_dir():
         raise XmodelError(f"{path}: no such tokenizer directory")
     if not (p / "tokenizer.json").is_file():
-        raise XmodelError(f"{path}: not a tokenizer directory (no tokenizer.json)")
+        if (p / "tokenizer.model").is_file():
+            return _from_sentencepiece(p)
+        raise XmodelError(f"{path}: not a tokenizer directory (no tokenizer.json or tokenizer.model)")
     try:
         return Tokenizer.from_file(str(p / "tokenizer.json"))
     except Exception as e:  # the Rust side raises a plain Exception for a corrupt file
         raise XmodelError(f"{path}/tokenizer.json: cannot be read ({str(e).splitlines()[0]})") from None
+
+
+def _from_sentencepiece(path: Path):
+    """A SentencePiece-only folder (tokenizer.model, as some released models ship it), converted in memory to
+    the `tokenizers` form by transformers' own converter (which needs the sentencepiece and protobuf packages)."""
+    try:
+        import google.protobuf  # noqa: F401
+        import sentencepiece  # noqa: F401
+    except ImportError:
+        raise XmodelError(f"{path}: a SentencePiece tokenizer.model needs `pip install sentencepiece protobuf` "
+                          f"(or a tokenizer.json beside it)") from None
+    backend = getattr(load_pretrained_tokenizer(path), "backend_tokenizer", None)
+    if backend is None:
+        raise XmodelError(f"{path}: tokenizer.model could not be converted to a fast tokenizer")
+    return backend
 
 
 def load_pretrained_tokenizer(path: str | os.PathLike):
@@ -62,9 +79,7 @@ def tokenizer_hash(tokenizer) -> str:
     """
     if isinstance(tokenizer, (str, os.PathLike)):
         path = Path(tokenizer) / "tokenizer.json"
-        if not path.is_file():
-            raise XmodelError(f"{tokenizer}: not a tokenizer directory (no tokenizer.json)")
-        spec = json.loads(path.read_text(encoding="utf-8"))
+        spec = json.loads(path.read_text(encoding="utf-8") if path.is_file() else load_tokenizer(tokenizer).to_str())
     else:
         backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
         if not hasattr(backend, "to_str"):
