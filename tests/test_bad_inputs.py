@@ -8,9 +8,11 @@ a path (same placeholders) that must be as it was before the command — absent 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -58,13 +60,58 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "yaml_bad.yaml").write_text("train: [unclosed\n")
     (root / "yaml_unknown_field.yaml").write_text("train:\n  max_stepz: 3\n")
     (root / "not_utf8.txt").write_bytes(b"\xff\xfe\xfa broken")
-    return {k: str(v) for k, v in {
+    _loading_world(root)
+    busy = socket.socket()  # a port in use: listening, as a running server's would be
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    yield {k: str(v) for k, v in {
         "root": root, "model": root / "model", "tokenizer": root / "tokenizer", "truncated": root / "truncated",
         "corrupt_header": root / "corrupt_header", "bad_config": root / "bad_config",
         "no_shape": root / "no_shape", "nan_weights": root / "nan_weights", "empty": root / "empty",
         "missing": root / "no-such-thing", "out": root / "out", "yaml_gpt5": root / "yaml_gpt5.yaml",
         "yaml_bad": root / "yaml_bad.yaml", "yaml_unknown_field": root / "yaml_unknown_field.yaml",
-        "not_utf8": root / "not_utf8.txt"}.items()}
+        "not_utf8": root / "not_utf8.txt", "truncated_unlisted": root / "truncated_unlisted",
+        "tiny_context": root / "tiny_context", "eval_data": root / "eval-data", "llama": root / "llama",
+        "llama_truncated": root / "llama_truncated", "llama_corrupt_header": root / "llama_corrupt_header",
+        "existing_gguf": root / "existing.gguf", "busy_port": busy.getsockname()[1]}.items()}
+    busy.close()
+
+
+def _loading_world(root: Path) -> None:
+    """What the loading cases need beyond the broken copies above: NaN weights, folders without checksums (made
+    elsewhere), a model with a 1-token context, a data root with one HumanEval problem, a Llama export and broken
+    copies of it, an existing GGUF file."""
+    import torch
+
+    from xmodel import XmodelForCausalLM
+    from xmodel.model.loading import CHECKSUM_FILE, save_model
+
+    model = XmodelForCausalLM.from_pretrained(root / "nan_weights")
+    with torch.no_grad():
+        for param in model.parameters():
+            param.fill_(float("nan"))
+    save_model(model, root / "nan_weights")
+    (root / "corrupt_header" / CHECKSUM_FILE).unlink()
+    shutil.copytree(root / "truncated", root / "truncated_unlisted")
+    (root / "truncated_unlisted" / CHECKSUM_FILE).unlink()
+    shutil.copytree(root / "model", root / "tiny_context")
+    config = json.loads((root / "tiny_context" / "config.json").read_text())
+    (root / "tiny_context" / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 1}))
+    humaneval = root / "eval-data" / "eval" / "humaneval" / "HumanEval.jsonl.gz"
+    humaneval.parent.mkdir(parents=True)
+    with gzip.open(humaneval, "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps({"task_id": "HumanEval/0", "prompt": "def one():\n", "entry_point": "one",
+                             "canonical_solution": "    return 1\n",
+                             "test": "def check(candidate):\n    assert candidate() == 1\n"}) + "\n")
+    assert main(["export", str(root / "model"), "--to", "llama", str(root / "llama")]) == 0
+    for name in ("llama_truncated", "llama_corrupt_header"):
+        shutil.copytree(root / "llama", root / name)
+    weights = root / "llama_truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    header = root / "llama_corrupt_header" / "model.safetensors"
+    header.write_bytes(b"\xff" * 16 + header.read_bytes()[16:])
+    (root / "llama_corrupt_header" / CHECKSUM_FILE).unlink()
+    (root / "existing.gguf").write_bytes(b"an earlier export")
 
 
 CASES = [
@@ -140,6 +187,62 @@ CASES = [
     # ---- tune ---------------------------------------------------------------------------------------------
     ("tune-report-missing-storage", ["tune", "report", "--storage", "{root}/none/MISSING.db", "--study-name", "x",
                                      "--output", "{out}"], "no such study database", "{root}/none"),
+    # ---- loading a model folder: generate, chat, serve, eval, export, import --------------------------------
+    # A damaged weight file is named: by the checksums Xmodel saved beside it, else by the safetensors reader.
+    ("generate-truncated", ["generate", "{truncated}", "--prompt", "hi"],
+     "truncated/model.safetensors: checksum mismatch", None),
+    ("generate-truncated-unlisted", ["generate", "{truncated_unlisted}", "--prompt", "hi"],
+     "truncated_unlisted/model.safetensors: not a readable safetensors file", None),
+    ("generate-corrupt-header", ["generate", "{corrupt_header}", "--prompt", "hi"],
+     "corrupt_header/model.safetensors: not a readable safetensors file", None),
+    ("generate-bad-config", ["generate", "{bad_config}", "--prompt", "hi"], "config.json: not valid JSON", None),
+    ("generate-empty-prompt", ["generate", "{model}", "--prompt", ""], "--prompt: empty", None),
+    ("generate-prompt-fills-context", ["generate", "{model}", "--prompt", "a" * 64],
+     "tokens fill the model's context of 64", None),
+    ("generate-nan-weights", ["generate", "{nan_weights}", "--prompt", "hi", "--max-new-tokens", "4"],
+     "logits are not finite", None),
+    ("generate-no-such-gpu", ["generate", "{model}", "--prompt", "hi", "--device", "cuda:99"],
+     "--device cuda:99", None),
+    ("generate-bad-device", ["generate", "{model}", "--prompt", "hi", "--device", "gpu"], "--device gpu", None),
+    ("chat-no-such-gpu", ["chat", "{model}", "--device", "cuda:99"], "--device cuda:99", None),
+    ("chat-truncated", ["chat", "{truncated}"], "checksum mismatch", None),
+    ("serve-port-out-of-range", ["serve", "{model}", "--port", "70000"], "--port 70000: must be in 0..65535",
+     None),
+    ("serve-port-in-use", ["serve", "{model}", "--port", "{busy_port}"], "cannot listen there", None),
+    ("serve-host-not-here", ["serve", "{model}", "--host", "192.0.2.1", "--port", "0"], "--host 192.0.2.1", None),
+    ("serve-no-such-gpu", ["serve", "{model}", "--port", "0", "--device", "cuda:99"], "--device cuda:99", None),
+    ("serve-truncated", ["serve", "{truncated}", "--port", "0"], "checksum mismatch", None),
+    ("serve-corrupt-header", ["serve", "{corrupt_header}", "--port", "0"], "not a readable safetensors file",
+     None),
+    ("serve-api-key-file-missing", ["serve", "{model}", "--port", "0", "--api-key-file", "{missing}"],
+     "--api-key-file", None),
+    ("serve-api-key-file-not-utf8", ["serve", "{model}", "--port", "0", "--api-key-file", "{not_utf8}"],
+     "not UTF-8", None),
+    ("serve-two-api-keys", ["serve", "{model}", "--port", "0", "--api-key", "a", "--api-key-file", "{not_utf8}"],
+     "give one of them", None),
+    ("export-llama-truncated", ["export", "{truncated}", "--to", "llama", "{out}"], "checksum mismatch", "{out}"),
+    ("export-llama-corrupt-header", ["export", "{corrupt_header}", "--to", "llama", "{out}"],
+     "not a readable safetensors file", "{out}"),
+    ("export-llama-bad-config", ["export", "{bad_config}", "--to", "llama", "{out}"], "config.json", "{out}"),
+    ("export-gguf-exists", ["export", "{model}", "--to", "gguf", "{existing_gguf}"],
+     "existing.gguf: exists (pass --overwrite", "{existing_gguf}"),
+    ("export-llama-exists", ["export", "{model}", "--to", "llama", "{llama}"],
+     "exists and is not empty (pass --overwrite", "{llama}"),
+    ("import-truncated", ["import", "{llama_truncated}", "{out}"], "checksum mismatch", "{out}"),
+    ("import-corrupt-header", ["import", "{llama_corrupt_header}", "{out}"], "not a readable safetensors file",
+     "{out}"),
+    ("import-bad-config", ["import", "{bad_config}", "{out}"], "config.json: not valid JSON", "{out}"),
+    ("eval-truncated", ["eval", "{truncated}", "--suite", "code", "--tasks", "humaneval", "--data-root",
+                        "{eval_data}", "--output", "{out}"], "checksum mismatch", "{out}"),
+    ("eval-bad-config", ["eval", "{bad_config}", "--suite", "code", "--tasks", "humaneval", "--data-root",
+                         "{eval_data}", "--output", "{out}"], "config.json: not valid JSON", "{out}"),
+    ("eval-no-such-gpu", ["eval", "{model}", "--device", "cuda:99", "--data-root", "{eval_data}", "--output",
+                          "{out}"], "--device cuda:99", "{out}"),
+    ("eval-no-benchmark-data", ["eval", "{model}", "--data-root", "{empty}", "--output", "{out}"],
+     "holds none of the chosen benchmarks", "{out}"),
+    ("eval-context-too-short", ["eval", "{tiny_context}", "--suite", "code", "--tasks", "humaneval", "--limit", "1",
+                                "--data-root", "{eval_data}", "--output", "{out}"],
+     "context (max_position_embeddings) of 1 token", "{out}"),
 ]
 
 

@@ -248,6 +248,16 @@ def test_export_gguf_cli_and_bad_inputs(checkpoints, tmp_path, capsys):
 
 # ---- in llama.cpp -----------------------------------------------------------------------------------------
 
+def test_export_gguf_refuses_an_existing_file_unless_overwrite(checkpoints, tmp_path, capsys):
+    out = tmp_path / "m.gguf"
+    out.write_bytes(b"an earlier export")
+    assert main(["export", str(checkpoints["unigram"]), "--to", "gguf", str(out)]) == 2
+    assert "exists (pass --overwrite to replace it)" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier export"
+    assert main(["export", str(checkpoints["unigram"]), "--to", "gguf", str(out), "--overwrite"]) == 0
+    assert out.read_bytes()[:4] == b"GGUF"
+
+
 def collapse_byte_runs(ids, tokenizer):
     """HF ids with each run of byte-fallback tokens replaced by one <unk>: what llama.cpp's Unigram gives."""
     out = []

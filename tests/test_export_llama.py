@@ -91,6 +91,38 @@ def test_export_cli_writes_a_plain_llama_checkpoint_and_import_restores_mup(tmp_
         assert torch.allclose(tensor, original[name], rtol=1e-6, atol=0), name
 
 
+def test_saved_folders_carry_checksums_a_changed_weight_file_is_named_and_overwrite_replaces(
+        tmp_path, char_tokenizer_dir, capsys):
+    from xmodel.model.loading import CHECKSUM_FILE, save_model
+
+    save_model(random_model(seed=4), tmp_path / "xm")
+    for f in char_tokenizer_dir.iterdir():
+        (tmp_path / "xm" / f.name).write_bytes(f.read_bytes())
+    assert main(["export", str(tmp_path / "xm"), "--to", "llama", str(tmp_path / "llama")]) == 0
+    assert main(["import", str(tmp_path / "llama"), str(tmp_path / "back")]) == 0
+    for folder in ("xm", "llama", "back"):  # every folder Xmodel writes: init/training (save_model), export, import
+        sums = json.loads((tmp_path / folder / CHECKSUM_FILE).read_text())
+        assert list(sums) == ["model.safetensors"] and len(sums["model.safetensors"]) == 64, folder
+
+    # One flipped byte among the weights: the header still reads, only the checksum can tell.
+    weights = tmp_path / "back" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "back"), "--to", "llama", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{weights}: checksum mismatch with {CHECKSUM_FILE}" in err[0]
+    assert not (tmp_path / "again").exists() and not (tmp_path / "again.partial").exists()
+
+    # An existing export is replaced only with --overwrite, and then completely.
+    (tmp_path / "llama" / "stale.txt").write_text("from before")
+    assert main(["export", str(tmp_path / "xm"), "--to", "llama", str(tmp_path / "llama")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "xm"), "--to", "llama", str(tmp_path / "llama"), "--overwrite"]) == 0
+    assert not (tmp_path / "llama" / "stale.txt").exists() and (tmp_path / "llama" / CHECKSUM_FILE).is_file()
+
+
 def minicpm_reference(raw_state, cfg_json) -> LlamaForCausalLM:
     """MiniCPM's forward pass written independently: a Llama model with its three multipliers as hooks."""
     llama = LlamaForCausalLM(LlamaConfig(

@@ -67,3 +67,18 @@ def test_sampling_is_seeded_and_varies():
 
     assert torch.equal(sample(3), sample(3))
     assert not torch.equal(sample(3), sample(4))
+
+
+def test_generate_cli_caps_max_new_tokens_to_the_context(tmp_path, char_tokenizer_dir, capsys):
+    """A budget beyond the model's context is cut to what the context leaves after the prompt, and said so."""
+    from xmodel.cli.main import main
+    from xmodel.model.loading import CHECKSUM_FILE, save_model
+
+    torch.manual_seed(0)
+    save_model(XmodelForCausalLM(small_config(max_position_embeddings=16)), tmp_path / "m")
+    for f in char_tokenizer_dir.iterdir():
+        (tmp_path / "m" / f.name).write_bytes(f.read_bytes())
+    assert (tmp_path / "m" / CHECKSUM_FILE).is_file()
+    assert main(["generate", str(tmp_path / "m"), "--prompt", "hello", "--max-new-tokens", "100"]) == 0
+    err = capsys.readouterr().err
+    assert "--max-new-tokens 100 capped to 11 (the model's context is 16 tokens, the prompt takes 5)" in err

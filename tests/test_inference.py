@@ -199,6 +199,21 @@ def test_chat_cli_reads_turns_from_stdin(chat_model_dir, monkeypatch, capsys):
     assert "top_p: must be in (0, 1]" in capsys.readouterr().err
 
 
+def test_chat_cli_refuses_a_line_that_is_not_utf8_and_goes_on(chat_model_dir, monkeypatch, capsys):
+    gen = load_generator(chat_model_dir)
+    expected = "".join(ChatSession(gen, greedy(10)).reply("hello"))
+    # Raw bytes from a terminal in another encoding, and the same read by Python's stdin under a C locale
+    # (surrogateescape): both are one error line for that line; the next line is answered as usual.
+    for stdin in (io.TextIOWrapper(io.BytesIO(b"caf\xe9 au lait\nhello\n"), encoding="utf-8"),
+                  io.StringIO("caf\udce9 au lait\nhello\n")):
+        monkeypatch.setattr(sys, "stdin", stdin)
+        assert main(["chat", str(chat_model_dir), "--temperature", "0", "--max-new-tokens", "10"]) == 0
+        out = capsys.readouterr()
+        errors = [line for line in out.err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "not valid UTF-8" in errors[0] and "Traceback" not in out.err
+        assert out.out.split("\n")[0] == expected
+
+
 def test_decode_buckets_are_powers_of_two_and_window_multiples():
     bucket = CompiledDecodeStep.bucket
     assert bucket(1, 40) == (1, 256) and bucket(3, 256) == (4, 256) and bucket(5, 257) == (8, 512)

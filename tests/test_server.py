@@ -242,6 +242,55 @@ def test_api_key_is_enforced(model_dir):
         assert http.get("/health").status_code == 200
 
 
+def test_api_key_is_compared_in_constant_time(model_dir, monkeypatch):
+    import hmac
+
+    from fastapi.testclient import TestClient
+
+    compared = []
+
+    def spy(given, expected):
+        compared.append((given, expected))
+        return real(given, expected)
+
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    app = create_app(load_generator(model_dir), MODEL, ServerLimits(api_key="sekret"))
+    with TestClient(app) as http:
+        assert http.get("/v1/models", headers={"Authorization": "Bearer sekre"}).status_code == 401
+        assert http.get("/v1/models", headers={"Authorization": "Bearer sekret"}).status_code == 200
+    assert compared == [(b"Bearer sekre", b"Bearer sekret"), (b"Bearer sekret", b"Bearer sekret")]
+
+
+def test_api_key_from_the_environment_or_a_file(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from xmodel.cli.serve import API_KEY_ENV, api_key_from
+    from xmodel.errors import XmodelError
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert api_key_from(Namespace(api_key=None, api_key_file=None)) is None
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert api_key_from(Namespace(api_key=None, api_key_file=None)) == "from-env"
+    (tmp_path / "key").write_text("from-file\n")
+    assert api_key_from(Namespace(api_key=None, api_key_file=str(tmp_path / "key"))) == "from-file"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(XmodelError, match="first line is empty"):
+        api_key_from(Namespace(api_key=None, api_key_file=str(tmp_path / "empty")))
+
+
+def test_errors_outside_the_routes_have_the_openai_shape(server):
+    bad_utf8 = b'{"model": "tiny-chat", "prompt": "caf\xe9"}'
+    raw = httpx.post(server.url + "/v1/completions", content=bad_utf8, headers={"content-type": "application/json"})
+    assert raw.status_code == 400
+    assert raw.json()["error"]["code"] == "invalid_json" and "not valid UTF-8" in raw.json()["error"]["message"]
+    raw = httpx.get(server.url + "/v1/no-such-route")
+    assert raw.status_code == 404 and raw.json()["error"]["type"] == "invalid_request_error"
+    raw = httpx.delete(server.url + "/v1/models")
+    assert raw.status_code == 405 and "error" in raw.json()
+    assert server.client().completions.create(model=MODEL, prompt="still alive", max_tokens=2).choices
+
+
 def test_serve_cli_refuses_bad_limits(model_dir, capsys):
     from xmodel.cli.main import main
 

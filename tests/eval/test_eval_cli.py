@@ -2,6 +2,7 @@
 `xmodel report` on the results; bad input gives one line. Also the training-time hook."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -73,6 +74,22 @@ def test_sampled_code_pass_at_k(nano_model_dir, data_root, tmp_path):
     row = json.loads((tmp_path / "results.json").read_text())["benchmarks"]["humaneval"]
     assert row["task"] == "xmodel_humaneval_sampled" and row["metric"] == "pass@1,all-samples"
     assert {"pass@1,all-samples", "pass@5,all-samples"} <= set(row["lm_eval_metrics"])
+
+
+@pytest.mark.slow
+def test_generation_budget_is_capped_to_a_short_context(nano_model_dir, data_root, tmp_path):
+    """HumanEval asks for 1024 tokens, more than a 128-token model holds (lm-eval would stop on its assertion):
+    the budget is capped to half the context, and the results' settings say so."""
+    short = tmp_path / "short"
+    shutil.copytree(nano_model_dir, short)
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 128}))
+    assert main(["eval", str(short), "--suite", "code", "--tasks", "humaneval", "--limit", "1", "--output",
+                 str(tmp_path / "out"), "--data-root", str(data_root)]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    capped = {"to": 64, "context": 128, "tasks": {"xmodel_humaneval": 1024}}
+    assert res["benchmarks"]["humaneval"]["settings"]["max_gen_toks_capped"] == capped
+    assert res["runs"][-1]["settings"]["max_gen_toks_capped"] == capped
 
 
 def test_evaluate_during_training(nano_model_dir, data_root):

@@ -103,7 +103,7 @@ def _finish(results: dict, out: Path) -> None:
 
 def run_model(args) -> int:
     from ..eval.agents import evaluate_agents
-    from ..eval.job import load_model_and_tokenizer, resolve_device
+    from ..model.loading import load_model_and_tokenizer, resolve_device
 
     settings = _settings(args, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                          top_p=args.top_p, seed=args.seed, prefix_cache=not args.no_prefix_cache,

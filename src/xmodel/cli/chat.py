@@ -53,18 +53,28 @@ def sampling_from_args(args):
                           top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed).validate()
 
 
-def default_device(requested: str | None) -> str:
-    import torch
-
-    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+def read_turn(stream) -> str | None:
+    """The next line typed, without its newline (None at the end of input). Read as bytes where the stream has
+    them, so a line that is not UTF-8 is one `XmodelError` for that line, not a crash in the tokenizer."""
+    raw = stream.buffer.readline() if hasattr(stream, "buffer") else stream.readline()
+    if not raw:
+        return None
+    try:
+        # A text stream decoded with surrogateescape (Python's stdin under a C locale) holds bad bytes as
+        # lone surrogates, which encoding to UTF-8 finds.
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeError:
+        raise XmodelError("that line is not valid UTF-8 text (ignored; check the terminal's encoding)") from None
 
 
 def run(args) -> int:
     from ..inference.chat import ChatSession
     from ..inference.runtime import load_generator
+    from ..model.loading import resolve_device
 
     params = sampling_from_args(args)
-    generator = load_generator(args.model, args.tokenizer, args.dtype, default_device(args.device), 1,
+    generator = load_generator(args.model, args.tokenizer, args.dtype, resolve_device(args.device), 1,
                                quantize=args.quantize, compile=args.compile)
     if not getattr(generator.tokenizer, "chat_template", None):
         raise XmodelError(f"{args.tokenizer or args.model}: the tokenizer has no chat template")
@@ -75,10 +85,13 @@ def run(args) -> int:
     while True:
         if interactive:
             print("you> ", end="", flush=True, file=sys.stderr)
-        line = sys.stdin.readline()
-        if not line:
+        try:
+            text = read_turn(sys.stdin)
+        except XmodelError as e:
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        if text is None:
             break
-        text = line.rstrip("\n")
         if not text.strip():
             continue
         if text.strip() == "/exit":

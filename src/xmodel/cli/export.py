@@ -25,6 +25,8 @@ def register(sub) -> None:
                    help="gguf: tensor type of the 2-D weights (norms stay f32; default f16)")
     p.add_argument("--tokenizer", help="tokenizer directory, if not the model directory")
     p.add_argument("--name", help="gguf: general.name (default: the model directory's name)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (a non-empty directory or a file); refused otherwise")
     p.set_defaults(func=run)
 
 
@@ -36,13 +38,15 @@ def run(args) -> int:
     if args.to == "llama":
         from ..export.llama import export_llama
 
-        out = export_llama(src, args.output, getattr(torch, args.dtype) if args.dtype else None, tokenizer_dir)
+        out = export_llama(src, args.output, getattr(torch, args.dtype) if args.dtype else None, tokenizer_dir,
+                           overwrite=args.overwrite)
         print(f"wrote {out} (LlamaForCausalLM; load with AutoModelForCausalLM.from_pretrained)")
         return 0
     from ..export.gguf_file import export_gguf
 
     if args.dtype:
         raise XmodelError("--dtype applies to --to llama; use --type for gguf")
-    out, info = export_gguf(src, args.output, args.gguf_type, tokenizer_dir, name=args.name)
+    out, info = export_gguf(src, args.output, args.gguf_type, tokenizer_dir, name=args.name,
+                            overwrite=args.overwrite)
     print(f"wrote {out} ({info})")
     return 0

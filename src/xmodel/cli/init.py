@@ -25,6 +25,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..model import XmodelForCausalLM
+    from ..model.loading import save_model
 
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):
@@ -43,7 +44,7 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     model = XmodelForCausalLM(cfg.model)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    save_model(model, out)
     dump_config(cfg, out / "xmodel.yaml")
     if tokenizer is not None:
         tokenizer.save_pretrained(out)

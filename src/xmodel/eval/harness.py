@@ -11,6 +11,7 @@ under ``skipped`` with the reason. Nothing is written here (the CLI and the trai
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 from pathlib import Path
@@ -55,8 +56,68 @@ def build_lm(model, tokenizer, batch_size: int = 8, device: str | None = None, m
     kwargs: dict[str, Any] = {}
     if max_length is not None:
         kwargs["max_length"] = max_length
-    return HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
-                add_bos_token=add_bos_token, **kwargs)
+    return _context_capped_hflm()(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
+                                  add_bos_token=add_bos_token, **kwargs)
+
+
+def lm_eval_context(model, tokenizer) -> int:
+    """The context lm-eval gives a model: what `HFLM.max_length` resolves to when it is not set."""
+    from lm_eval.models.utils import DEFAULT_MAX_LENGTH, resolve_max_length
+
+    return resolve_max_length(model.config, tokenizer, default=DEFAULT_MAX_LENGTH)
+
+
+def generation_budget_cap(context: int) -> int:
+    """The most tokens a generation request may ask for from a model of `context` positions: half of them, so
+    the prompt (which lm-eval truncates from the left to what is left) keeps the other half."""
+    return context // 2
+
+
+# The names lm-eval accepts for a request's generation budget, in its order of priority.
+BUDGET_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
+
+
+@functools.cache
+def _context_capped_hflm():
+    """HFLM whose generation requests fit the model's context: lm-eval asserts, deep in a run, that a task's
+    budget (HumanEval and BBH ask for 1024 tokens) is below the context; here a larger budget is capped to
+    `generation_budget_cap` instead, with a note, and recorded in `capped` (task → its own budget)."""
+    from lm_eval.models.huggingface import HFLM
+
+    class ContextCappedHFLM(HFLM):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.capped: dict[str, int] = {}
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            cap = generation_budget_cap(self.max_length)
+            for request in requests:
+                context, gen_kwargs = request.args
+                budget = next((gen_kwargs[k] for k in BUDGET_KEYS if gen_kwargs.get(k)), self.max_gen_toks)
+                if budget <= cap:
+                    continue
+                if request.task_name not in self.capped:
+                    print(f"note: {request.task_name}: generation budget of {budget} tokens capped to {cap} "
+                          f"(half the model's {self.max_length}-token context; the prompt keeps the rest)")
+                self.capped[request.task_name] = budget
+                request.arguments = (context, {**gen_kwargs, "max_gen_toks": cap})
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+
+    return ContextCappedHFLM
+
+
+def missing_benchmark_files(benchmarks: list[Benchmark], data_root: Path,
+                            source: str = "local") -> dict[str, list[str]]:
+    """Benchmark name → the files it needs that `data_root` lacks, for the benchmarks that cannot run (the hub
+    source reads lm-eval's own data for all but the code benchmarks, whose scoring is ours)."""
+    out = {}
+    for b in benchmarks:
+        if source == "hub" and b not in CODE:
+            continue
+        missing = missing_files(b, data_root)
+        if missing:
+            out[b.name] = missing
+    return out
 
 
 def _task_config(task: str) -> dict:
@@ -128,16 +189,17 @@ def run_benchmarks(lm, benchmarks: list[Benchmark], data_root: Path, limit: int 
 
     skipped: dict[str, str] = {}
     runnable: list[tuple[Benchmark, Any]] = []
+    missing_by_name = missing_benchmark_files(benchmarks, data_root, source)
     for b in benchmarks:
-        if source == "hub" and b not in CODE:
-            hub = Benchmark(b.name, b.builtin, b.column, b.metric, b.filter, b.shots, b.builtin)
-            runnable.append((hub, hub.task))
-            continue
-        missing = missing_files(b, data_root)
+        missing = missing_by_name.get(b.name)
         if missing:
             more = f" ({len(missing)} files, first {missing[0]})" if len(missing) > 1 else f" ({missing[0]})"
             skipped[b.name] = f"benchmark files not found under {data_root}{more}"
             print(f"skipped {b.name}: {skipped[b.name]}")
+            continue
+        if source == "hub" and b not in CODE:
+            hub = Benchmark(b.name, b.builtin, b.column, b.metric, b.filter, b.shots, b.builtin)
+            runnable.append((hub, hub.task))
             continue
         if b in CODE and code_samples > 1:
             runnable.append((sampled(b), sampled_code_spec(b, code_samples, code_temperature)))

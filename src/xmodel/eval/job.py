@@ -18,7 +18,7 @@ from pathlib import Path
 from ..data.root import data_root as resolve_data_root
 from ..errors import XmodelError
 from ..inference.runtime import require_model_dir
-from ..tokenizer.loading import check_vocab_fits, load_pretrained_tokenizer
+from ..model.loading import load_model_and_tokenizer, resolve_device
 from ..units import human
 from .run import EvalSettings
 
@@ -41,34 +41,11 @@ class EvalJob:
     log_samples: bool = False                    # also write lm-eval's per-document records
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise XmodelError(f"--device {name}: CUDA is not available on this machine")
-    return name
-
-
-def load_model_and_tokenizer(model_dir: Path, tokenizer_dir: str | os.PathLike | None, device: str, dtype: str):
-    """The model (eval mode, `dtype`, on `device`) and its tokenizer; refuses a tokenizer the model cannot embed."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    import xmodel  # noqa: F401  (registers the Auto classes)
-
-    tokenizer = load_pretrained_tokenizer(tokenizer_dir or model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
-    check_vocab_fits(len(tokenizer), model.config.vocab_size)
-    return model, tokenizer
-
-
 def run_eval(job: EvalJob, log=print) -> dict:
     """Evaluate `job.model`, merge the results into OUTPUT/results.json, print a summary; returns the merged
     results."""
     from . import code as code_eval
-    from .harness import require_lm_eval
+    from .harness import missing_benchmark_files, require_lm_eval
     from .results import RESULTS_FILE, load_results, merge_results, write_json
     from .run import evaluate_model, versions
     from .sandbox import SandboxLimits, isolation_report
@@ -90,6 +67,12 @@ def run_eval(job: EvalJob, log=print) -> dict:
     benchmarks = suite_benchmarks(table_suites, only) if table_suites else []
     if benchmarks:
         require_lm_eval()
+        missing = missing_benchmark_files(benchmarks, data_root, job.settings.source)
+        other_work = any(s in ("scaling-law", "agents", "all") for s in suites)
+        if len(missing) == len(benchmarks) and not other_work:  # nothing would run: refuse, write nothing
+            first, files = next(iter(missing.items()))
+            raise XmodelError(f"--data-root {data_root}: holds none of the chosen benchmarks "
+                              f"({', '.join(missing)}; {first} needs {files[0]})")
     limit = job.settings.limit
     whole_limit = limit is not None and limit >= 1  # documents per task; below 1 a fraction of them
     settings = replace(job.settings, device=device, limit=int(limit) if whole_limit else limit)
@@ -121,7 +104,8 @@ def run_eval(job: EvalJob, log=print) -> dict:
         episodes = int(limit) if whole_limit else 50
         evaluate_agents(model, tokenizer, data_root, out_dir,
                         AgentSettings(episodes=episodes, batch_size=settings.batch_size), model_info=model_info)
-    run_info = {"suites": suites, "settings": settings.to_dict(), "data_root": str(data_root),
+    run_info = {"suites": suites, "settings": result.get("settings", settings.to_dict()),
+                "data_root": str(data_root),
                 "versions": versions(), "configs": result.get("configs", {})}
     path = out_dir / RESULTS_FILE
     old = load_results(path) if path.is_file() else None

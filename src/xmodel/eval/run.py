@@ -8,6 +8,7 @@ import datetime
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import XmodelError
 from .suites import Benchmark
 
 
@@ -46,13 +47,18 @@ def versions() -> dict[str, str]:
 
 def evaluate_model(model, tokenizer, benchmarks: list[Benchmark], data_root: Path, settings: EvalSettings,
                    calibration_plot: Path | None = None, log_samples: bool = False) -> dict:
-    """Run `benchmarks`; when MMLU is among them, add its calibration (ECE, bins, optional PNG).
+    """Run `benchmarks`; when MMLU is among them, add its calibration (ECE, bins, optional PNG). ``settings``
+    are those of the run, with any generation budget the model's context capped (`harness.build_lm`).
 
     With `log_samples`, lm-eval's per-document records are kept under ``samples`` (task → list).
     """
     from .calibration import calibration, choice_confidences, reliability_diagram
-    from .harness import build_lm, run_benchmarks
+    from .harness import build_lm, generation_budget_cap, lm_eval_context, run_benchmarks
 
+    context = lm_eval_context(model, tokenizer)
+    if generation_budget_cap(context) < 1:  # refused here, before lm-eval starts: it would fail deep in the run
+        raise XmodelError(f"the model's context (max_position_embeddings) of {context} token(s) is too short to "
+                          "evaluate (no room for a prompt and a generated token)")
     lm = build_lm(model, tokenizer, batch_size=settings.batch_size, add_bos_token=settings.add_bos_token)
     wants_calibration = any(b.name == "mmlu" for b in benchmarks)
     out = run_benchmarks(lm, benchmarks, data_root, limit=settings.limit, max_gen_toks=settings.max_gen_toks,
@@ -60,8 +66,13 @@ def evaluate_model(model, tokenizer, benchmarks: list[Benchmark], data_root: Pat
                          log_samples=wants_calibration or log_samples, seed=settings.seed,
                          source=settings.source)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    used = settings.to_dict()
+    if lm.capped:  # the model's context capped some generation budgets: the numbers are for the smaller ones
+        used["max_gen_toks_capped"] = {"to": generation_budget_cap(lm.max_length), "context": lm.max_length,
+                                       "tasks": dict(lm.capped)}
+    out["settings"] = used
     for row in out["benchmarks"].values():
-        row["settings"] = settings.to_dict()
+        row["settings"] = dict(used)
         row["date"] = date
     if wants_calibration and "mmlu" in out["benchmarks"]:
         mmlu_task = out["benchmarks"]["mmlu"]["task"]

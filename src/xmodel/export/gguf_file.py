@@ -69,8 +69,10 @@ def encode_tensor(array: np.ndarray, type_name: str):
 
 
 def export_gguf(model_dir: str | Path, out_path: str | Path, type_name: str = "f16",
-                tokenizer_dir: str | Path | None = None, name: str | None = None) -> tuple[Path, str]:
-    """Write `model_dir` as a GGUF file; returns (path, a one-line summary). Written to a temp name, renamed."""
+                tokenizer_dir: str | Path | None = None, name: str | None = None,
+                overwrite: bool = False) -> tuple[Path, str]:
+    """Write `model_dir` as a GGUF file; returns (path, a one-line summary). Written to a temp name, renamed;
+    an existing file is refused unless `overwrite` (as the Llama export refuses a non-empty directory)."""
     import gguf
     from tqdm import tqdm
 
@@ -81,6 +83,8 @@ def export_gguf(model_dir: str | Path, out_path: str | Path, type_name: str = "f
         raise XmodelError(f"{out_path}: is a directory (give the .gguf file to write)")
     if not out_path.parent.is_dir():
         raise XmodelError(f"{out_path.parent}: no such directory")
+    if out_path.exists() and not overwrite:
+        raise XmodelError(f"{out_path}: exists (pass --overwrite to replace it)")
     vocab = vocab_for_gguf(tokenizer_dir or model_dir, read_xmodel_config(model_dir).vocab_size)
     model = load_xmodel(model_dir)
     llama = to_llama(model)

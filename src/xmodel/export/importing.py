@@ -24,6 +24,7 @@ import torch
 
 from ..errors import XmodelError
 from ..model.configuration_xmodel import XmodelConfig
+from ..model.loading import checkpoint_shapes, load_model_dir, read_model_config, save_model, weight_files
 from .llama import copy_tokenizer_files, fold_state_dict, staged_dir
 
 MUP_KEYS = ("scale_emb", "scale_depth", "dim_model_base")
@@ -32,13 +33,8 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.floa
 
 
 def read_config(src: Path) -> dict:
-    path = src / "config.json"
-    if not path.is_file():
-        raise XmodelError(f"{src}: not a checkpoint directory (no config.json)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise XmodelError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    """The source's config.json (`read_model_config`: a one-line error naming the file and what is wrong)."""
+    return read_model_config(src)
 
 
 def detect_layout(cfg: dict, src: Path) -> str:
@@ -110,21 +106,17 @@ def read_weights(src: Path) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint: model.safetensors, pytorch_model.bin, or their sharded indexes."""
     from safetensors.torch import load_file
 
-    for index_name, loader in (("model.safetensors.index.json", load_file),
-                               ("pytorch_model.bin.index.json", _load_bin)):
-        if (src / index_name).is_file():
-            files = sorted(set(json.loads((src / index_name).read_text())["weight_map"].values()))
-            state = {}
-            for name in files:
-                if not (src / name).is_file():
-                    raise XmodelError(f"{src}: shard {name} listed in {index_name} is missing")
-                state.update(loader(str(src / name)))
-            return state
-    if (src / "model.safetensors").is_file():
-        return load_file(str(src / "model.safetensors"))
-    if (src / "pytorch_model.bin").is_file():
-        return _load_bin(str(src / "pytorch_model.bin"))
-    raise XmodelError(f"{src}: no weights (model.safetensors or pytorch_model.bin, possibly sharded)")
+    files = [name for name in weight_files(src) if not name.endswith(".index.json")]
+    if not files:
+        raise XmodelError(f"{src}: no weights (model.safetensors or pytorch_model.bin, possibly sharded)")
+    missing = [name for name in files if not (src / name).is_file()]
+    if missing:
+        raise XmodelError(f"{src}: shard {missing[0]} listed in the shard index is missing")
+    checkpoint_shapes(src)  # reads every safetensors header first: a truncated or corrupt file is named
+    state = {}
+    for name in files:
+        state.update(load_file(str(src / name)) if name.endswith(".safetensors") else _load_bin(str(src / name)))
+    return state
 
 
 def _load_bin(path: str) -> dict[str, torch.Tensor]:
@@ -142,7 +134,7 @@ def mup_from_export_note(src: Path) -> dict | None:
     return json.loads(note.read_text()).get("mup_config")
 
 
-def convert_checkpoint(src: str | Path, mup: dict | None = None, dtype: str | None = None):
+def convert_checkpoint(src: str | Path, mup: dict | None = None, dtype: str | torch.dtype | None = None):
     """Load `src` (MiniCPM/Xmodel-2 or Llama layout) as an `XmodelForCausalLM` in memory: (model, layout).
 
     `mup` gives a Llama source μP multipliers (scale_emb, scale_depth, dim_model_base); by default those
@@ -168,7 +160,7 @@ def convert_checkpoint(src: str | Path, mup: dict | None = None, dtype: str | No
     if tied:
         state.pop("lm_head.weight", None)
     source_dtype = next(iter(state.values())).dtype
-    target_dtype = DTYPES[dtype] if dtype else source_dtype
+    target_dtype = DTYPES.get(dtype, dtype) if dtype else source_dtype  # a name or a torch dtype
     with torch.device("meta"):
         model = XmodelForCausalLM(cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
@@ -188,15 +180,23 @@ def convert_checkpoint(src: str | Path, mup: dict | None = None, dtype: str | No
     return model.eval(), layout
 
 
+def as_xmodel(mup: dict | None = None):
+    """A `load_model_dir` converter: a Llama / MiniCPM folder as an `XmodelForCausalLM` (`convert_checkpoint`)."""
+    return lambda src, dtype: convert_checkpoint(src, mup, dtype)[0]
+
+
 def import_checkpoint(src: str | Path, out: str | Path, mup: dict | None = None,
                       dtype: str | None = None) -> tuple[Path, str, XmodelConfig]:
     """Convert `src` into an Xmodel checkpoint directory `out` (tokenizer files copied): (out, layout, config)."""
     src, out = Path(src), Path(out)
     if out.exists() and any(out.iterdir()):
         raise XmodelError(f"{out}: exists and is not empty")
-    model, layout = convert_checkpoint(src, mup, dtype)
+    if not src.is_dir():
+        raise XmodelError(f"{src}: no such checkpoint directory")
+    layout = detect_layout(read_config(src), src)
+    model = load_model_dir(src, "cpu", DTYPES[dtype] if dtype else None, foreign=as_xmodel(mup))
     with staged_dir(out) as tmp:
-        model.save_pretrained(tmp)
+        save_model(model, tmp)
         copy_tokenizer_files(src, tmp)
         write_training_config(model.config, out, tmp / "xmodel.yaml")
     return out, layout, model.config

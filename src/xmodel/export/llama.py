@@ -36,6 +36,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ..errors import XmodelError
 from ..model.configuration_xmodel import XmodelConfig
+from ..model.loading import load_model_dir, read_model_config, require_xmodel_checkpoint, save_model
 
 # Files a tokenizer directory may hold: copied beside an exported checkpoint.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -115,16 +116,19 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
 
 
 def export_llama(model_dir: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None,
-                 tokenizer_dir: str | Path | None = None) -> Path:
+                 tokenizer_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     """Write `model_dir` (an Xmodel checkpoint) as a plain Llama checkpoint in `out_dir`, tokenizer included.
 
     `dtype` None keeps the checkpoint's own precision. Written to a temporary sibling directory and renamed at
-    the end, so a failure leaves nothing half-written. `xmodel_export.json` records the folded μP values, which
-    `xmodel import` uses to restore them.
+    the end, so a failure leaves nothing half-written; an existing non-empty `out_dir` is refused unless
+    `overwrite` (then replaced once the new one is complete). `xmodel_export.json` records the folded μP values,
+    which `xmodel import` uses to restore them.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise XmodelError(f"{out_dir}: exists and is not empty")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise XmodelError(f"{out_dir}: exists and is not a directory")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise XmodelError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
     model = load_xmodel(model_dir)
     llama = to_llama(model, dtype or checkpoint_dtype(model_dir))
     cfg = model.config
@@ -134,23 +138,29 @@ def export_llama(model_dir: str | Path, out_dir: str | Path, dtype: torch.dtype 
             "folded": {"o_proj_and_down_proj_times": cfg.residual_scale / cfg.scale_emb,
                        "final_norm_times": 1 / cfg.width_mult,
                        "rms_norm_eps": [cfg.rms_norm_eps, llama.config.rms_norm_eps]}}
-    with staged_dir(out_dir) as tmp:
-        llama.save_pretrained(tmp)
+    with staged_dir(out_dir, replace=overwrite) as tmp:
+        save_model(llama, tmp)
         copy_tokenizer_files(Path(tokenizer_dir) if tokenizer_dir else model_dir, tmp)
         (tmp / "xmodel_export.json").write_text(json.dumps(note, indent=2) + "\n")
     return out_dir
 
 
 @contextlib.contextmanager
-def staged_dir(out_dir: Path):
-    """Yield a temporary sibling of `out_dir`, renamed to `out_dir` on success and removed on failure."""
+def staged_dir(out_dir: Path, replace: bool = False):
+    """Yield a temporary sibling of `out_dir`, renamed to `out_dir` on success and removed on failure.
+
+    An existing `out_dir` must be empty, unless `replace`: then it is removed only once the new one is complete.
+    """
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
         if out_dir.exists():
-            out_dir.rmdir()
+            if replace:
+                shutil.rmtree(out_dir)
+            else:
+                out_dir.rmdir()
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -159,26 +169,17 @@ def staged_dir(out_dir: Path):
 
 def checkpoint_dtype(model_dir: Path) -> torch.dtype:
     """The precision a checkpoint was saved in (config.json's dtype), float32 if it does not say."""
-    raw = json.loads((model_dir / "config.json").read_text())
+    raw = read_model_config(model_dir)
     name = raw.get("dtype") or raw.get("torch_dtype") or "float32"
     return getattr(torch, str(name).replace("torch.", ""), torch.float32)
 
 
 def read_xmodel_config(model_dir: Path) -> XmodelConfig:
     """The config of an Xmodel checkpoint directory, with a one-line error if it is something else."""
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise XmodelError(f"{model_dir}: not a model directory (no config.json)")
-    raw = json.loads((model_dir / "config.json").read_text())
-    if raw.get("model_type") != "xmodel" or "auto_map" in raw:
-        raise XmodelError(f"{model_dir}: not an Xmodel checkpoint (model_type {raw.get('model_type')!r}); "
-                          "run 'xmodel import' first")
+    require_xmodel_checkpoint(model_dir)
     return XmodelConfig.from_pretrained(model_dir)
 
 
 def load_xmodel(model_dir: Path):
     """Load an Xmodel checkpoint directory in float32 (one-line error if it is not one)."""
-    from ..model import XmodelForCausalLM
-
-    config = read_xmodel_config(model_dir)
-    return XmodelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32).eval()
+    return load_model_dir(model_dir, "cpu", torch.float32, foreign="refuse")

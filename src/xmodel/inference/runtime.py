@@ -8,16 +8,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from ..errors import XmodelError
 from ..model.presets import PRESETS
-from ..tokenizer.loading import check_vocab_fits, load_pretrained_tokenizer
+from ..model.loading import load_model_and_tokenizer
 from .engine import Generator
 
 # Special tokens that end an assistant turn in common chat templates; a tokenizer's own EOS always does.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def require_model_dir(path: str | Path) -> Path:
@@ -28,23 +25,6 @@ def require_model_dir(path: str | Path) -> Path:
     if not (p / "config.json").is_file():
         raise XmodelError(f"{path}: not a model directory (no config.json)")
     return p
-
-
-def load_model(model_dir: str | Path, dtype: str = "auto", device: str = "cpu"):
-    """An `XmodelForCausalLM` from an Xmodel checkpoint, or converted in memory from a Llama / MiniCPM one."""
-    from ..export.importing import convert_checkpoint, read_config
-    from ..model import XmodelForCausalLM
-
-    model_dir = Path(model_dir)
-    raw = read_config(model_dir)
-    if dtype != "auto" and dtype not in DTYPES:
-        raise XmodelError(f"--dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
-    torch_dtype = DTYPES.get(dtype)
-    if raw.get("model_type") == "xmodel" and "auto_map" not in raw:
-        model = XmodelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype or "auto")
-    else:
-        model, _ = convert_checkpoint(model_dir, dtype=dtype if torch_dtype else None)
-    return model.to(device).eval()
 
 
 def stop_token_ids(model, tokenizer, model_dir: Path | None = None) -> set[int]:
@@ -66,12 +46,13 @@ def load_generator(model_dir: str | Path, tokenizer_dir: str | Path | None = Non
     """A `Generator` for a model directory; `quantize="int8"` stores the linear weights as int8
     (`xmodel.inference.quantize`: faster decoding on CPU, not bit-exact); `compile` decodes through
     `torch.compile` (`engine.CompiledDecodeStep`)."""
+    from ..export.importing import as_xmodel
     from .quantize import apply_quantization
 
     path = require_model_dir(model_dir)
-    tokenizer = load_pretrained_tokenizer(tokenizer_dir or path)
-    model = apply_quantization(load_model(path, dtype, device), quantize)
-    check_vocab_fits(len(tokenizer), model.config.vocab_size)
+    # The engine decodes with our model class: a Llama / MiniCPM folder is converted in memory.
+    model, tokenizer = load_model_and_tokenizer(path, tokenizer_dir, device, dtype, foreign=as_xmodel())
+    model = apply_quantization(model, quantize)
     return Generator(model, tokenizer, stop_token_ids(model, tokenizer, path), max_batch_size=max_batch_size,
                      compile=compile)
 

@@ -13,6 +13,7 @@ settings, budget and stop strings). A client that disconnects cancels its sequen
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import queue
 import threading
@@ -25,6 +26,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from ..errors import XmodelError
 from .engine import Generator
@@ -179,10 +181,12 @@ class BatchWorker:
 # ---- the app ------------------------------------------------------------------------------------------------
 
 class BodySizeLimit:
-    """ASGI middleware: a request body over `limit` bytes (declared or streamed) gets 413.
+    """ASGI middleware: a request body over `limit` bytes (declared or streamed) gets 413, one that is not UTF-8
+    (which JSON must be) 400.
 
     The body is read here (at most `limit` + one chunk) and replayed to the app, so an oversize body is
-    refused before any JSON parsing, whatever its Content-Length says.
+    refused before any JSON parsing, whatever its Content-Length says; FastAPI would answer a body it cannot
+    decode with its own {"detail": …}, not the OpenAI error shape.
     """
 
     def __init__(self, app, limit: int):
@@ -206,6 +210,11 @@ class BodySizeLimit:
                 return await too_big(scope, receive, send)
             if not message.get("more_body"):
                 break
+        try:
+            b"".join(chunks).decode("utf-8")
+        except UnicodeDecodeError as e:
+            return await APIError(400, f"request body is not valid UTF-8 (byte {e.start})",
+                                  code="invalid_json").response()(scope, receive, send)
         replayed = False
 
         async def replay():
@@ -231,6 +240,12 @@ def create_app(generator: Generator, model_name: str, limits: ServerLimits | Non
     async def _api_error(request, exc: APIError):
         return exc.response()
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request, exc: HTTPException):  # unknown routes, wrong methods, unreadable bodies
+        kind = "authentication_error" if exc.status_code == 401 else (
+            "invalid_request_error" if exc.status_code < 500 else "server_error")
+        return APIError(exc.status_code, str(exc.detail), kind).response()
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
@@ -239,8 +254,14 @@ def create_app(generator: Generator, model_name: str, limits: ServerLimits | Non
         param = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
         return APIError(400, f"{param or 'body'}: {first.get('msg', 'invalid request')}", param=param).response()
 
+    expected_authorization = f"Bearer {limits.api_key}".encode() if limits.api_key else None
+
     async def authorized(request: Request) -> None:
-        if limits.api_key and request.headers.get("authorization") != f"Bearer {limits.api_key}":
+        if expected_authorization is None:
+            return
+        given = request.headers.get("authorization", "").encode("latin-1")  # the raw bytes (ASGI decodes latin-1)
+        # Constant time: how long a refusal takes must not tell how much of the key was right.
+        if not hmac.compare_digest(given, expected_authorization):
             raise APIError(401, "invalid API key", "authentication_error", code="invalid_api_key")
 
     @app.get("/health")
