@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import contextlib
 import statistics
 import sys
@@ -39,9 +40,10 @@ from bench_model import llama_like  # noqa: E402
 from xmodel import XmodelForCausalLM  # noqa: E402
 from xmodel.config import load_config  # noqa: E402
 from xmodel.model.stats import model_stats  # noqa: E402
-from xmodel.train.build import Built, build_optimizer  # noqa: E402
+from xmodel.train.build import Built  # noqa: E402
 from xmodel.train.distributed import DistEnv  # noqa: E402
 from xmodel.train.metrics import peak_flops_per_device  # noqa: E402
+from xmodel.train.optimizers import build_optimizers  # noqa: E402
 from xmodel.train.step import train_step  # noqa: E402
 
 
@@ -57,10 +59,10 @@ def hf_step_fn(model, optimizer, ids, bf16: bool):
     return step
 
 
-def xmodel_step_fn(model, step_model, optimizer, ids, bf16: bool, chunked: bool):
+def xmodel_step_fn(model, step_model, optimizers, ids, bf16: bool, chunked: bool):
     """The trainer's own step (`train_step`: forward/backward, clip, AdamW with the device-side skip of
     non-finite steps), which leaves every figure on the device."""
-    built = Built(model=model, module=model, step_model=step_model, optimizer=optimizer,
+    built = Built(model=model, module=model, step_model=step_model, optimizers=optimizers,
                   env=DistEnv(device=ids.device), parallel="none", amp_dtype=torch.bfloat16 if bf16 else None)
     batch = [{"input_ids": ids, "labels": ids}]
     targets = ids.shape[0] * (ids.shape[1] - 1)
@@ -127,9 +129,10 @@ def main() -> None:
         step_model = torch.compile(model) if switches and compile_ok else model
         return hf_step_fn(step_model, opt, ids, bf16=switches)
 
-    def make_xmodel(bf16: bool, chunked: bool, compiled: bool):
+    def make_xmodel(bf16: bool, chunked: bool, compiled: bool, optimizer: str = "adamw"):
         model = XmodelForCausalLM(cfg).to(device).train()
-        opt = build_optimizer(model, run_cfg.train, device)
+        train_cfg = dataclasses.replace(run_cfg.train, optimizer=optimizer)
+        opt = build_optimizers(model, train_cfg, device)
         step_model = torch.compile(model) if compiled and compile_ok else model
         return xmodel_step_fn(model, step_model, opt, ids, bf16, chunked)
 
@@ -141,6 +144,8 @@ def main() -> None:
         "xmodel bf16 chunked-loss": lambda: make_xmodel(True, True, False),
         "xmodel bf16 chunked-loss compile": lambda: make_xmodel(True, True, True),
         "xmodel bf16 standard-loss compile": lambda: make_xmodel(True, False, True),
+        # Muon for the hidden matrices (5 Newton–Schulz iterations each, in bf16), AdamW for the rest.
+        "xmodel bf16 chunked-loss compile muon": lambda: make_xmodel(True, True, True, "muon"),
     }
     if args.variants != "all":
         wanted = set(args.variants.split(","))

@@ -67,10 +67,11 @@ def test_compiled_training_matches_eager(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_sigkill_then_resume_is_bit_identical(tmp_path, optimizer):
     steps = 16
     full, killed = tmp_path / "full", tmp_path / "killed"
-    common = ["train.save_every=3"]
+    common = ["train.save_every=3", f"train.optimizer={optimizer}"]
     subprocess.run(script(full, steps, *common), cwd=REPO, check=True, capture_output=True, timeout=600)
     kill_after = random.Random(os.getpid()).randint(4, 12)
     proc = subprocess.Popen(script(killed, steps, *common), cwd=REPO, stdout=subprocess.DEVNULL,
@@ -177,21 +178,23 @@ def run_torchrun(run_dir, steps, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_torchrun_two_processes_match_one(tmp_path, mode):
-    # Global batch 8 sequences: one process runs 4 micro-batches of 2; two ranks run 2 each.
+@pytest.mark.parametrize("mode, optimizer", [("ddp", "adamw"), ("fsdp", "adamw"), ("ddp", "muon"), ("fsdp", "muon")])
+def test_torchrun_two_processes_match_one(tmp_path, mode, optimizer):
+    # Global batch 8 sequences: one process runs 4 micro-batches of 2; two ranks run 2 each. Under FSDP2 Muon's
+    # Newton–Schulz runs on DTensor shards, whose matmuls redistribute them: it sees whole matrices.
     steps = 6
     single = losses_one = None
-    subprocess.run(script(tmp_path / "one", steps, "train.batch_tokens=256"), cwd=REPO, check=True,
+    opt = f"train.optimizer={optimizer}"
+    subprocess.run(script(tmp_path / "one", steps, "train.batch_tokens=256", opt), cwd=REPO, check=True,
                    capture_output=True, timeout=600)
     single = losses(tmp_path / "one")
-    multi = run_torchrun(tmp_path / mode, steps, "train.batch_tokens=256", f"train.parallel={mode}")
+    multi = run_torchrun(tmp_path / mode, steps, "train.batch_tokens=256", f"train.parallel={mode}", opt)
     assert single.keys() == multi.keys()
     # fp32 with a different summation order across ranks: equal to ~1e-6 relative at first, and the runs
     # stay together; 1e-4 leaves room for the drift of six AdamW steps.
     for s in single:
         assert abs(single[s] - multi[s]) <= 1e-4 * abs(single[s]), (s, single[s], multi[s])
     # Resume under torchrun: continue the distributed run to 8 steps from its checkpoint.
-    more = run_torchrun(tmp_path / mode, steps + 2, "train.batch_tokens=256", f"train.parallel={mode}")
+    more = run_torchrun(tmp_path / mode, steps + 2, "train.batch_tokens=256", f"train.parallel={mode}", opt)
     assert len(more) == steps + 2 and all(more[s] == multi[s] for s in multi)
     del losses_one

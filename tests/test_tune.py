@@ -166,8 +166,12 @@ def mup_command(prepared, out, n_trials, *extra):
 def test_mup_study_survives_sigkill_and_resumes(prepared, tokenizer_dir, tmp_path):
     out = tmp_path / "mup"
     db = out / "study.db"
-    proc = subprocess.Popen(mup_command(prepared.path, out, 6), cwd=REPO, env=env1(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    # Trials of 24K tokens (a few seconds each even on an idle machine) leave time to catch one running.
+    longer = ("--tune.mup.tokens", 24 * 1024)
+    stderr = tmp_path / "first.err"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(mup_command(prepared.path, out, 6, *longer), cwd=REPO, env=env1(),
+                                stdout=subprocess.DEVNULL, stderr=err)
     deadline, killed_trial = time.time() + 600, None
     while time.time() < deadline and proc.poll() is None:
         if db.exists():
@@ -185,13 +189,14 @@ def test_mup_study_survives_sigkill_and_resumes(prepared, tokenizer_dir, tmp_pat
                 break
         time.sleep(0.05)
     proc.wait()
-    assert killed_trial is not None, "the study finished (or hung) before it could be interrupted"
+    assert killed_trial is not None, ("the study finished (or hung) before it could be interrupted; exit "
+                                      f"{proc.returncode}: {stderr.read_text()[-2000:]}")
     before = {t.number: (t.state, t.value, t.params) for t in trials(db, "mup")}
     assert before[killed_trial][0] == TrialState.RUNNING  # the killed worker left it running
 
     time.sleep(2.5)  # past the grace period: the dead worker's trial is stale
-    res = subprocess.run(mup_command(prepared.path, out, 6), cwd=REPO, env=env1(), capture_output=True, text=True,
-                         timeout=900)
+    res = subprocess.run(mup_command(prepared.path, out, 6, *longer), cwd=REPO, env=env1(), capture_output=True,
+                         text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     after = trials(db, "mup")
     finished = [t for t in after if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]

@@ -79,7 +79,7 @@ class Checkpointing(Callback):
         t = run.train
         trainer_state = {"state": run.state.to_dict(), "config": self.run_record}
         run.result.last_checkpoint = ckpt.save_checkpoint(run.run_dir, run.state.step, run.built.model,
-                                                          run.built.optimizer, trainer_state, self.tokenizer,
+                                                          run.built.optimizers, trainer_state, self.tokenizer,
                                                           t.keep_last, t.keep_every, log=run.log)
 
     def on_step(self, run, record):

@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
-                                                     set_state_dict)
+                                                     set_model_state_dict, set_state_dict)
 
 from ..errors import XmodelError
 from .build import unwrap
@@ -135,7 +135,7 @@ def latest_valid(run_dir: Path, log=print, set_aside: bool = False) -> Path | No
     return found
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: dict, tokenizer=None,
+def save_checkpoint(run_dir: Path, step: int, model, optimizers: list, trainer_state: dict, tokenizer=None,
                     keep_last: int = 2, keep_every: int = 0, log=print) -> Path:
     """Collective under torch.distributed: every rank calls it. Returns the final checkpoint path."""
     root = Path(run_dir) / "checkpoints"
@@ -145,7 +145,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: d
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd, optim_sd = get_state_dict(model, optimizers)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "state"))
     # A consolidated copy in the Hugging Face layout (gathered to rank 0 under FSDP).
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -153,7 +153,9 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: d
     save_rng_state(tmp / "rng" / f"rank_{rank}")
     if _is_rank0():
         hf_model = unwrap(model)
-        hf_model.save_pretrained(tmp / "model", state_dict=full)
+        from ..model.loading import save_model  # the model/ folder carries its own weight checksums
+
+        save_model(hf_model, tmp / "model", state_dict=full)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "model")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
@@ -176,20 +178,38 @@ def prune(run_dir: Path, keep_last: int, keep_every: int, log=print) -> None:
         shutil.rmtree(path)
 
 
-def load_checkpoint(ckpt: Path, model, optimizer) -> dict:
-    """Restore model and optimizer in place from `ckpt/state`; returns trainer_state. Collective."""
+def read_trainer_state(ckpt: Path) -> dict:
+    """trainer_state.json of a checkpoint (before loading anything, e.g. to see which optimizer wrote it)."""
     problem = verify(ckpt)
     if problem:
         raise XmodelError(problem)
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {"model": model_sd, "optim": optim_sd}
+    try:
+        return json.loads((ckpt / "trainer_state.json").read_text())
+    except ValueError as e:
+        raise XmodelError(f"{ckpt / 'trainer_state.json'}: not valid JSON ({e})") from None
+
+
+def load_checkpoint(ckpt: Path, model, optimizers: list | None) -> dict:
+    """Restore model and optimizers in place from `ckpt/state` (the model alone when `optimizers` is None: a
+    branch that switches optimizer starts it fresh); returns trainer_state. Collective."""
+    problem = verify(ckpt)
+    if problem:
+        raise XmodelError(problem)
+    if optimizers is None:
+        state = {"model": get_model_state_dict(model)}
+    else:
+        model_sd, optim_sd = get_state_dict(model, optimizers)
+        state = {"model": model_sd, "optim": optim_sd}
     reader = SafeFileSystemReader(ckpt / "state")
     reader.read_metadata()  # refused here in one line, rather than inside DCP's collective error report
     try:
         dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner())
     except CheckpointException as e:
         raise XmodelError(load_failure(ckpt, e)) from None
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    if optimizers is None:
+        set_model_state_dict(model, state["model"])
+    else:
+        set_state_dict(model, optimizers, model_state_dict=state["model"], optim_state_dict=state["optim"])
     trainer_state = json.loads((ckpt / "trainer_state.json").read_text())
     rank = dist.get_rank() if dist.is_initialized() else 0
     load_rng_state(ckpt / "rng" / f"rank_{rank}")  # absent when the world size grew: the fresh seed's stays

@@ -24,6 +24,9 @@ class TrainConfig:
     batch_tokens_start: int | None = None    # ramp start (None = no ramp)
     batch_ramp_steps: int = 0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optimizer: Literal["adamw", "muon"] = "adamw"  # muon: Muon for hidden matrices, AdamW for the rest
+    muon_momentum: float = 0.95
+    muon_ns_steps: int = 5                   # Newton–Schulz iterations per Muon step
     weight_decay: float = 0.1
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
@@ -56,5 +59,9 @@ class TrainConfig:
             raise ValueError(f"batch_tokens_start: must be in (0, batch_tokens], got {self.batch_tokens_start}")
         if not 0 <= self.adam_beta1 < 1 or not 0 <= self.adam_beta2 < 1:
             raise ValueError("adam_beta1: betas must be in [0, 1)")
+        if not 0 <= self.muon_momentum < 1:
+            raise ValueError(f"muon_momentum: must be in [0, 1), got {self.muon_momentum}")
+        if not 1 <= self.muon_ns_steps < 100:
+            raise ValueError(f"muon_ns_steps: must be in [1, 100), got {self.muon_ns_steps}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay: weight_decay and grad_clip must be ≥ 0")

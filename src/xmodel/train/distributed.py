@@ -2,6 +2,13 @@
 
 Launch with `torchrun` (it sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); without it everything runs
 in one process on the same code path. NCCL on GPUs, gloo on CPUs.
+
+FSDP2 in bf16 on CUDA all-gathers the decoder layers' weights in bf16 and reduce-scatters their gradients in
+fp32 (`MixedPrecisionPolicy`), half the traffic of fp32 all-gathers that autocast would round to bf16 anyway.
+The layers keep the dtype of their inputs (``cast_forward_inputs=False``) and the root unit (embedding, tied
+head, final norm) keeps fp32 weights, so the residual stream stays fp32 as under plain autocast: the only
+numerical difference from autocast is that the norm gains are rounded to bf16. Optimizer state, sharded
+weights and checkpoints stay fp32. On CPU (gloo), or without bf16, nothing changes.
 """
 
 from __future__ import annotations
@@ -39,8 +46,21 @@ def init_distributed(device: str = "auto") -> DistEnv:
     return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
-def wrap_model(model: nn.Module, mode: str, env: DistEnv) -> nn.Module:
-    """'none' → the model; 'ddp' → DistributedDataParallel; 'fsdp' → FSDP2, one unit per decoder layer."""
+def fsdp_mixed_precision(env: DistEnv, amp_dtype: torch.dtype | None):
+    """The decoder layers' FSDP2 policy: bf16 all-gathers and fp32 gradient reduction when training in bf16 on
+    CUDA; None (fp32 throughout, the CPU/gloo numerics) otherwise."""
+    if env.device.type != "cuda" or amp_dtype != torch.bfloat16:
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False)
+
+
+def wrap_model(model: nn.Module, mode: str, env: DistEnv, amp_dtype: torch.dtype | None = None) -> nn.Module:
+    """'none' → the model; 'ddp' → DistributedDataParallel; 'fsdp' → FSDP2, one unit per decoder layer.
+
+    `amp_dtype` is the training autocast dtype (None: fp32); bf16 on CUDA gives FSDP2's layers the mixed-precision
+    policy of `fsdp_mixed_precision`."""
     if mode == "none" or env.world_size == 1 and mode != "fsdp":
         return model
     if mode == "ddp":
@@ -50,9 +70,13 @@ def wrap_model(model: nn.Module, mode: str, env: DistEnv) -> nn.Module:
     if mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        policy = fsdp_mixed_precision(env, amp_dtype)
         for layer in model.model.layers:
-            fully_shard(layer)
-        fully_shard(model)  # the root unit holds the (tied) embedding, final norm and head
+            if policy is None:
+                fully_shard(layer)
+            else:
+                fully_shard(layer, mp_policy=policy)
+        fully_shard(model)  # the root unit holds the (tied) embedding, final norm and head; fp32 all-gathers
         return model
     raise ValueError(f"parallel: unknown mode {mode!r}")
 

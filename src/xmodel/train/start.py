@@ -6,7 +6,8 @@ weights of a released model (`init_from`) with a fresh optimizer.
 Resuming restores model, optimizer, RNG and the `TrainState`, then checks the state against the config (see
 `state.check_resume`). A decay branch loads model and optimizer from a stable checkpoint and starts its own
 state: the same step and token count, the sampler at position 0 of the decay mixture, and the schedule's decay
-starting at the branch point. `init_from` loads a model folder's weights into the freshly built model (the
+starting at the branch point; a branch may switch optimizer (train.optimizer differs from the checkpoint's),
+then only the model is loaded and the new optimizer starts fresh. `init_from` loads a model folder's weights into the freshly built model (the
 model config must already be that folder's, see `init_from.init_model_config`) and starts at step 0; once the
 run has a checkpoint, `--resume auto` continues it rather than initialising again.
 """
@@ -36,11 +37,15 @@ class Start:
 def fresh_state(train: TrainConfig, plan: BatchPlan, stage: str = "stable", **fields) -> TrainState:
     branch_start = fields.get("branch_start", 0)
     return TrainState(stage=stage, schedule=schedule_for(train, stage, branch_start), batch=plan_record(plan),
-                      seed=train.seed, **fields)
+                      seed=train.seed, optimizer=train.optimizer, **fields)
 
 
-def _load(path: Path, built: Built) -> TrainState:
-    saved = ckpt.load_checkpoint(path, built.model, built.optimizer)
+def _saved_state(path: Path) -> TrainState:
+    return TrainState.from_dict(ckpt.read_trainer_state(path)["state"], where=str(path / "trainer_state.json"))
+
+
+def _load(path: Path, built: Built, with_optimizers: bool = True) -> TrainState:
+    saved = ckpt.load_checkpoint(path, built.model, built.optimizers if with_optimizers else None)
     return TrainState.from_dict(saved["state"], where=str(path / "trainer_state.json"))
 
 
@@ -55,6 +60,8 @@ def resolve_start(start: Start, run_dir: Path, built: Built, train: TrainConfig,
         if not (resume_from / "MANIFEST.json").is_file():
             raise XmodelError(f"--resume {resume_from}: not a checkpoint directory (no MANIFEST.json)")
     if resume_from is not None:
+        check_resume(_saved_state(resume_from), train, plan, start.stage, where=str(resume_from),
+                     allow_changes=True, log=lambda *_: None)  # refuse before loading anything
         state = check_resume(_load(resume_from, built), train, plan, start.stage, where=str(resume_from),
                              allow_changes=start.allow_config_change, log=log)
         if start.branch_from is not None and state.branch_from != str(start.branch_from):
@@ -66,10 +73,12 @@ def resolve_start(start: Start, run_dir: Path, built: Built, train: TrainConfig,
         log(f"resumed from {resume_from} at step {state.step}")
         return state
     if start.branch_from is not None:
-        stable = _load(start.branch_from, built)
+        switch = _saved_state(start.branch_from).optimizer != train.optimizer
+        stable = _load(start.branch_from, built, with_optimizers=not switch)
         if stable.stage != "stable":
             raise XmodelError(f"{start.branch_from}: a decay branch starts from a stable-stage checkpoint")
-        log(f"decay branch from {start.branch_from} (step {stable.step})")
+        log(f"decay branch from {start.branch_from} (step {stable.step})"
+            + (f"; optimizer switched {stable.optimizer} -> {train.optimizer}, its state fresh" if switch else ""))
         return fresh_state(train, plan, "decay", step=stable.step, tokens=stable.tokens,
                            branch_from=str(start.branch_from), branch_start=stable.step)
     if start.init_from is not None:

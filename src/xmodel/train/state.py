@@ -35,6 +35,7 @@ class TrainState:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # as applied (a branch's decay_start set)
     batch: dict = field(default_factory=dict)  # `plan_record` of the run's batch plan
     seed: int = 0
+    optimizer: str = "adamw"      # train.optimizer the state was made with (its optimizer state is of that kind)
     bad_steps_total: int = 0      # non-finite steps skipped so far
     changes: list[str] = field(default_factory=list)  # settings changed on an allowed resume, as logged
 
@@ -67,6 +68,10 @@ def check_resume(saved: TrainState, train: TrainConfig, plan: BatchPlan, stage: 
 
     A mismatch is an `XmodelError` naming the setting, the checkpoint's value and the new one, unless
     `allow_changes`: then the new values are taken and each change is appended to ``changes``."""
+    if saved.optimizer != train.optimizer:
+        raise XmodelError(f"{where}: the checkpoint was trained with {saved.optimizer}, not train.optimizer "
+                          f"{train.optimizer}; its optimizer state cannot be resumed by another optimizer (switch "
+                          f"at a decay branch: --stage decay --from CHECKPOINT)")
     if saved.stage != stage:
         raise XmodelError(f"{where}: the checkpoint is of the {saved.stage} stage, but --stage {stage} was asked "
                           f"for (a decay branch starts from a stable checkpoint with --from, in its own run folder)")

@@ -3,8 +3,9 @@
 The step's loss is the mean token loss over the whole global batch: each micro-batch's summed token loss is
 divided by the global number of target tokens per rank, so after the data-parallel gradient average the
 gradient is that of the global mean. A step whose loss or gradient is not finite is skipped on the device by
-the fused AdamW kernel (`found_inf`, as `torch.amp.GradScaler` uses it), so nothing here waits for the device;
-the loop reads the step's figures only on the steps it logs.
+the fused AdamW kernel (`found_inf`, as `torch.amp.GradScaler` uses it), so nothing here waits for the device
+(with Muon, which has no device-side skip, the flag is read once per step); the loop reads the step's figures
+only on the steps it logs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from ..data.batches import BatchSource, count_targets
 from .build import Built, amp_context
 from .distributed import all_reduce_sum, set_grad_sync
+from .optimizers import step_all
 
 
 def forward_backward(step_model, model, micro_batches: list[dict], items_per_rank, device, amp_dtype,
@@ -50,11 +52,6 @@ class StepResult:
         return self.loss_sum / self.targets
 
 
-def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether `optimizer.step` honours `found_inf` (PyTorch's fused Adam/AdamW kernels)."""
-    return bool(optimizer.defaults.get("fused"))
-
-
 def train_step(built: Built, micro_batches: list[dict], local_targets: int, grad_clip: float,
                chunked_loss: bool = True) -> StepResult:
     """Forward, backward, clip and update on this rank's micro-batches of one global batch."""
@@ -67,14 +64,7 @@ def train_step(built: Built, micro_batches: list[dict], local_targets: int, grad
     if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
         grad_norm = grad_norm.full_tensor()
     found_inf = (~(torch.isfinite(loss_sum) & torch.isfinite(grad_norm))).float()
-    optimizer = built.optimizer
-    if skips_on_device(optimizer):
-        optimizer.found_inf = found_inf
-        optimizer.step()
-        del optimizer.found_inf  # a later step() outside the loop must not see this step's flag
-    elif not found_inf.item():  # optimizers without a device-side skip pay one host read per step
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    step_all(built.optimizers, found_inf)
     return StepResult(loss_sum=loss_sum, targets=targets, grad_norm=grad_norm.detach(), skipped=found_inf)
 
 

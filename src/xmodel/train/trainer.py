@@ -29,6 +29,7 @@ from .callbacks import (Callback, Checkpointing, HeldoutLoss, MetricsWriter, Pro
 from .config import TrainConfig
 from .distributed import DistEnv, init_distributed
 from .metrics import peak_flops_per_device
+from .optimizers import param_groups
 from .prefetch import Prefetcher, pin_batches
 from .schedule import lr_at
 from .start import Start, last_step, resolve_start
@@ -106,7 +107,7 @@ def train_loop(run: Run, data: BatchSource, plan: BatchPlan, callbacks: list[Cal
             if state.step + 1 < run.last_step:  # read the next batch while this one computes
                 batches.request(state.step + 1, state.data_position + batch.sequences)
             lr = lr_at(state.step, state.schedule)
-            for group in built.optimizer.param_groups:
+            for group in param_groups(built.optimizers):
                 group["lr"] = lr * group["lr_scale"]
             out = train_step(built, batch.micro_batches, batch.local_targets, t.grad_clip,
                              chunked_loss=t.loss == "chunked")
