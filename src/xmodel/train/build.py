@@ -67,8 +67,9 @@ def build(model_cfg: XmodelConfig, train: TrainConfig, env: DistEnv) -> Built:
     if train.activation_checkpointing:
         module.gradient_checkpointing_enable()
     parallel = train.parallel if train.parallel != "auto" else ("ddp" if env.world_size > 1 else "none")
-    model = wrap_model(module, parallel, env)
+    amp_dtype = autocast_dtype(train.precision, env.device)
+    model = wrap_model(module, parallel, env, amp_dtype)  # FSDP2 in bf16 on CUDA: bf16 all-gathers (distributed)
     optimizers = build_optimizers(module, train, env.device)
     step_model = torch.compile(model) if train.compile else model
     return Built(model=model, module=module, step_model=step_model, optimizers=optimizers, env=env,
-                 parallel=parallel, amp_dtype=autocast_dtype(train.precision, env.device))
+                 parallel=parallel, amp_dtype=amp_dtype)
