@@ -163,6 +163,10 @@ FORBIDDEN = [
     ("xmodel.tokenizer.loading", "xmodel.data", "tokenizer loading sits below data"),
     ("xmodel.tune.data", "xmodel.train", "the wind tunnel's data comes from data, not from training"),
     ("xmodel.inference", "xmodel.eval", "inference is below evaluation"),
+    ("xmodel.model", "xmodel.train", "the model is below training"),
+    ("xmodel.model", "xmodel.export", "the model is below export (conversion lives in model.convert)"),
+    ("xmodel.train", "xmodel.export", "training starts from model folders through model.convert, not export"),
+    ("xmodel.train", "xmodel.eval", "training is below evaluation"),
     # inside data: ingest → plan → manifest → pipeline → prepare, and the readers never reach the pipeline
     ("xmodel.data.ingest", "xmodel.data.plan", "ingest is the lowest stage"),
     ("xmodel.data.plan", "xmodel.data.manifest", "the plan is handed to the manifest, not the other way"),

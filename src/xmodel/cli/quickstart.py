@@ -24,7 +24,7 @@ def run(args) -> int:
     import dataclasses
 
     from ..errors import XmodelError
-    from ..train.quickstart import QuickstartPlan, run_quickstart
+    from ..recipes.quickstart import QuickstartPlan, run_quickstart
 
     plan = QuickstartPlan.fast() if args.fast else QuickstartPlan()
     for field, value in (("stable_steps", args.stable_steps), ("decay_steps", args.decay_steps)):

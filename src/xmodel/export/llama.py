@@ -37,6 +37,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from ..errors import XmodelError
 from ..model.configuration_xmodel import XmodelConfig
 from ..model.loading import load_model_dir, read_model_config, require_xmodel_checkpoint, save_model
+from ..model.convert import EXPORT_NOTE
+from ..model.mup import fold_state_dict
 
 # Files a tokenizer directory may hold: copied beside an exported checkpoint.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -54,36 +56,6 @@ def llama_config_for(cfg: XmodelConfig) -> LlamaConfig:
         attention_bias=False, mlp_bias=False, tie_word_embeddings=cfg.tie_word_embeddings,
         bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
         initializer_range=cfg.initializer_range, use_cache=True)
-
-
-def mup_weight_factors(cfg: XmodelConfig) -> dict[str, float]:
-    """Weight-name suffix → the factor that folds the μP multipliers of `cfg` into that weight (see above)."""
-    branch = cfg.residual_scale / cfg.scale_emb
-    return {"self_attn.o_proj.weight": branch, "mlp.down_proj.weight": branch,
-            "model.norm.weight": 1.0 / cfg.width_mult}
-
-
-@torch.no_grad()
-def fold_state_dict(state: dict[str, torch.Tensor], cfg: XmodelConfig,
-                    inverse: bool = False) -> dict[str, torch.Tensor]:
-    """Xmodel weights → Llama weights with `cfg`'s μP multipliers folded in (new tensors; `state` is untouched).
-
-    `inverse=True` undoes the fold: Llama weights → the Xmodel weights of `cfg` computing the same logits
-    (how `xmodel import` gives a Llama checkpoint μP multipliers). Scaling is done in float64 and cast back,
-    so it adds no rounding beyond the final cast.
-    """
-    factors = mup_weight_factors(cfg)
-    out = {}
-    for name, tensor in state.items():
-        if "rotary_emb" in name:
-            continue
-        factor = next((f for suffix, f in factors.items() if name.endswith(suffix)), 1.0)
-        if inverse:
-            factor = 1.0 / factor
-        out[name] = tensor.clone() if factor == 1.0 else (tensor.double() * factor).to(tensor.dtype)
-    if cfg.tie_word_embeddings:
-        out.pop("lm_head.weight", None)  # tied: saved once, as the embedding
-    return out
 
 
 def to_llama(model, dtype: torch.dtype | None = None) -> LlamaForCausalLM:
@@ -141,7 +113,7 @@ def export_llama(model_dir: str | Path, out_dir: str | Path, dtype: torch.dtype 
     with staged_dir(out_dir, replace=overwrite) as tmp:
         save_model(llama, tmp)
         copy_tokenizer_files(Path(tokenizer_dir) if tokenizer_dir else model_dir, tmp)
-        (tmp / "xmodel_export.json").write_text(json.dumps(note, indent=2) + "\n")
+        (tmp / EXPORT_NOTE).write_text(json.dumps(note, indent=2) + "\n")
     return out_dir
 
 

@@ -1,4 +1,5 @@
-"""μP op 4: AdamW parameter groups with width-scaled learning rates.
+"""μP op 4: AdamW parameter groups with width-scaled learning rates; and the μP multipliers folded into plain
+weights (`fold_state_dict`, for Llama export and import).
 
 Following Xmodel-2 Table 6 and the family's training code:
 
@@ -14,7 +15,10 @@ can set ``group["lr"] = schedule(step) * group["lr_scale"]`` without losing the 
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+from .configuration_xmodel import XmodelConfig
 
 
 def mup_param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list[dict]:
@@ -41,3 +45,33 @@ def mup_param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> 
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
     return groups
+
+
+def mup_weight_factors(cfg: XmodelConfig) -> dict[str, float]:
+    """Weight-name suffix → the factor that folds the μP multipliers of `cfg` into that weight (the fold is explained in `xmodel.export.llama`)."""
+    branch = cfg.residual_scale / cfg.scale_emb
+    return {"self_attn.o_proj.weight": branch, "mlp.down_proj.weight": branch,
+            "model.norm.weight": 1.0 / cfg.width_mult}
+
+
+@torch.no_grad()
+def fold_state_dict(state: dict[str, torch.Tensor], cfg: XmodelConfig,
+                    inverse: bool = False) -> dict[str, torch.Tensor]:
+    """Xmodel weights → Llama weights with `cfg`'s μP multipliers folded in (new tensors; `state` is untouched).
+
+    `inverse=True` undoes the fold: Llama weights → the Xmodel weights of `cfg` computing the same logits
+    (how `xmodel import` gives a Llama checkpoint μP multipliers). Scaling is done in float64 and cast back,
+    so it adds no rounding beyond the final cast.
+    """
+    factors = mup_weight_factors(cfg)
+    out = {}
+    for name, tensor in state.items():
+        if "rotary_emb" in name:
+            continue
+        factor = next((f for suffix, f in factors.items() if name.endswith(suffix)), 1.0)
+        if inverse:
+            factor = 1.0 / factor
+        out[name] = tensor.clone() if factor == 1.0 else (tensor.double() * factor).to(tensor.dtype)
+    if cfg.tie_word_embeddings:
+        out.pop("lm_head.weight", None)  # tied: saved once, as the embedding
+    return out

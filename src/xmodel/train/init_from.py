@@ -26,18 +26,18 @@ SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_la
 
 @lru_cache(maxsize=1)
 def _source_model(model_dir: str) -> XmodelForCausalLM:
-    """The folder's model in fp32 on the CPU, as an Xmodel (cached: the config and the weights are read once)."""
-    from ..export.importing import convert_checkpoint, detect_layout, read_config
+    """The folder's model in fp32 on the CPU, as an Xmodel (cached: the config and the weights are read once).
+    The shared loader checks the config, the weight checksums and every file's header first."""
+    from ..model.convert import as_xmodel, detect_layout, read_config
+    from ..model.loading import is_xmodel_checkpoint, load_model_dir
 
     path = Path(model_dir)
     if not path.is_dir():
         raise XmodelError(f"--init-from {model_dir}: no such model directory")
     raw = read_config(path)
-    if raw.get("model_type") == "xmodel" and "auto_map" not in raw:
-        return XmodelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    detect_layout(raw, path)  # refuses a layout we cannot express, in one line
-    model, _ = convert_checkpoint(path, dtype="fp32")
-    return model
+    if not is_xmodel_checkpoint(raw):
+        detect_layout(raw, path)  # refuses a layout we cannot express, in one line
+    return load_model_dir(path, "cpu", torch.float32, foreign=as_xmodel())
 
 
 def source_model_config(model_dir: str | Path) -> XmodelConfig:

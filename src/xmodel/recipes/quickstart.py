@@ -53,10 +53,11 @@ def run_quickstart(output: str | Path = "runs/quickstart", data_root: str | Path
     from ..eval.scaling_law import WIKITEXT2_TEST, loss_by_position
     from ..tokenizer.train import train_tokenizer
     from ..data.mixture import build_sampler
-    from .metrics import plot_run
-    from .run import HeldoutSource, run_stage
-    from .callbacks import sample_generations
-    from .step import evaluate_loss
+    from ..data.heldout import HeldoutSource
+    from ..train.callbacks import sample_generations
+    from ..train.metrics import plot_run
+    from ..train.run import run_stage
+    from ..train.step import evaluate_loss
 
     plan = plan or QuickstartPlan()
     out = Path(output)
