@@ -258,6 +258,24 @@ def test_gp_sampler_runs_a_study(prepared, tmp_path, capsys):
     assert (out / "best_mup.yaml").read_text() == best
 
 
+def test_the_optimizer_can_be_searched(prepared, tmp_path, capsys):
+    """`--tune.mup.optimizers "[adamw, muon]"` adds the optimizer as a categorical parameter; the best config
+    names the winner."""
+    import yaml
+
+    out = tmp_path / "opt"
+    rc = main(["tune", "mup", "--data", str(prepared.path), "--output", str(out), "--n-trials", "4", "--sampler",
+               "tpe", "--threads", "1", "--tune.study.startup_trials", "4", "--tune.mup.tokens", "4096",
+               "--tune.mup.evals", "1", "--tune.mup.optimizers", "[adamw, muon]", *TINY_MODEL, *TINY_TRAIN])
+    assert rc == 0
+    ts = trials(out / "study.db", "mup")
+    assert all(t.params["optimizer"] in ("adamw", "muon") for t in ts) and len(ts) == 4
+    assert "× 2 =" in capsys.readouterr().out  # the grid statement counts the optimizer
+    best = yaml.safe_load((out / "best_mup.yaml").read_text())
+    winner = min((t for t in ts if t.value is not None), key=lambda t: t.value)
+    assert best["train"]["optimizer"] == winner.params["optimizer"]
+
+
 def test_diverging_trials_fail_with_their_reason(prepared, tmp_path, capsys):
     # Weights of 1e30: every loss is inf, the trainer stops after max_bad_steps, the trial is recorded failed.
     out = tmp_path / "nan"

@@ -56,13 +56,18 @@ class StudyConfig:
 class MupSearchConfig:
     """One μP trial: the nano model trained on `tokens` tokens, held-out loss measured `evals` times (the points
     where a hopeless trial may be pruned; the last one is the objective). Warmup is `warmup_fraction` of the
-    trial's steps; the rest of the schedule is `train.schedule` (by default constant after warmup)."""
+    trial's steps; the rest of the schedule is `train.schedule` (by default constant after warmup). With more
+    than one of `optimizers` the optimizer is searched too; with one, every trial uses it."""
 
     tokens: int = 16_777_216
     evals: int = 4
     warmup_fraction: float = 0.1
+    optimizers: list[str] = field(default_factory=lambda: ["adamw"])  # several: a categorical parameter
 
     def validate(self):
+        unknown = [o for o in self.optimizers if o not in ("adamw", "muon")]
+        if unknown or not self.optimizers or len(set(self.optimizers)) != len(self.optimizers):
+            raise ValueError(f"optimizers: a list of distinct names from adamw, muon, got {self.optimizers}")
         if self.tokens <= 0 or self.evals <= 0:
             raise ValueError(f"tokens: tokens and evals must be > 0, got {self.tokens}, {self.evals}")
         if not 0 <= self.warmup_fraction < 1:

@@ -17,7 +17,7 @@ import optuna
 from ..config import Config, config_to_dict
 from .data import TuneData
 from .runs import HeldoutObjective, budget_overrides, fit_to_data, run_budgeted
-from .space import MUP_SPACE, clean, derive, grid_statement, mup_overrides, nest, suggest
+from .space import clean, derive, grid_statement, mup_overrides, mup_space, nest, suggest
 from .study import write_yaml
 
 
@@ -25,7 +25,17 @@ def trial_base(cfg: Config, data: TuneData) -> Config:
     """The config every trial starts from: the data's vocabulary and sequence length, the trial budget."""
     m = cfg.tune.mup
     cfg = fit_to_data(cfg, data)
-    return derive(cfg, budget_overrides(cfg, m.tokens, m.evals, m.warmup_fraction, data.seq_len))
+    overrides = budget_overrides(cfg, m.tokens, m.evals, m.warmup_fraction, data.seq_len)
+    if len(m.optimizers) == 1:
+        overrides["train.optimizer"] = m.optimizers[0]
+    return derive(cfg, overrides)
+
+
+def study_space(settings_or_cfg) -> dict:
+    """The space a study searches: from a config, or from the settings stored with the study."""
+    optimizers = (settings_or_cfg.get("optimizers") or ["adamw"]) if isinstance(settings_or_cfg, dict) \
+        else settings_or_cfg.tune.mup.optimizers
+    return mup_space(optimizers)
 
 
 def settings(cfg: Config, data: TuneData) -> dict:
@@ -38,7 +48,7 @@ def settings(cfg: Config, data: TuneData) -> dict:
             "batch_tokens": t.batch_tokens, "seq_len": data.seq_len, "evals": cfg.tune.mup.evals,
             "eval_sequences": t.eval_sequences, "warmup_steps": t.schedule.warmup_steps,
             "schedule": t.schedule.kind, "seed": t.seed, "precision": t.precision,
-            "space": grid_statement(MUP_SPACE)}
+            "optimizers": list(cfg.tune.mup.optimizers), "space": grid_statement(study_space(cfg))}
 
 
 def data_section(data: TuneData) -> dict | None:
@@ -53,16 +63,18 @@ def data_section(data: TuneData) -> dict | None:
 def describe(trial) -> str:
     p = {k: clean(v) if isinstance(v, float) else v for k, v in trial.params.items()}
     return (f"scale_emb {p.get('scale_emb')}, dim_model_base {p.get('dim_model_base')}, "
-            f"scale_depth {p.get('scale_depth')}, lr {p.get('learning_rate')}")
+            f"scale_depth {p.get('scale_depth')}, lr {p.get('learning_rate')}"
+            + (f", {p['optimizer']}" if "optimizer" in p else ""))
 
 
 def make_objective(base: Config, data: TuneData, out_dir: Path):
     """The Optuna objective of a μP study (`base` from `trial_base`)."""
     heldout = HeldoutObjective(data, {"pretrain": 1.0}, sequences=base.train.eval_sequences)
     tokens_per_step = base.train.batch_tokens
+    space = study_space(base)
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, MUP_SPACE)
+        params = suggest(trial, space)
         cfg = derive(base, mup_overrides(params))
 
         def on_eval(step: int, value: float):
@@ -86,7 +98,10 @@ def write_best_config(study: optuna.Study, path: Path) -> dict:
     Written to a temporary name and renamed, so the file is whole or absent."""
     best = study.best_trial
     s = study.user_attrs.get("settings", {})
-    values = nest(mup_overrides(best.params))
+    params = dict(best.params)
+    if "optimizer" not in params and s.get("optimizers"):  # one optimizer: every trial used it
+        params["optimizer"] = s["optimizers"][0]
+    values = nest(mup_overrides(params))
     doc = {"preset": s["preset"], **values} if s.get("preset") else values
     if s.get("data_config"):
         doc["data"] = s["data_config"]
@@ -105,7 +120,8 @@ def summary_lines(study: optuna.Study) -> list[str]:
     c = counts(study)
     lines = [f"study '{study.study_name}': {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed, "
              f"{c['running']} running, {c['waiting']} queued"]
-    lines.append(grid_statement(MUP_SPACE) + f"; this study evaluated {c['complete'] + c['pruned']}")
+    space = study_space(study.user_attrs.get("settings", {}))
+    lines.append(grid_statement(space) + f"; this study evaluated {c['complete'] + c['pruned']}")
     try:
         best = study.best_trial
     except ValueError:

@@ -31,6 +31,13 @@ MUP_SPACE: dict[str, BaseDistribution] = {
 }
 
 
+def mup_space(optimizers: list[str]) -> dict[str, BaseDistribution]:
+    """Table 5's space, plus the optimizer as a categorical parameter when more than one is searched."""
+    if len(optimizers) > 1:
+        return {**MUP_SPACE, "optimizer": CategoricalDistribution(list(optimizers))}
+    return MUP_SPACE
+
+
 def grid_points(dist: BaseDistribution) -> int:
     """How many values a distribution can take (a float without a step has no grid: ValueError)."""
     if isinstance(dist, CategoricalDistribution):
@@ -75,9 +82,12 @@ def clean(value: float) -> float:
 
 def mup_overrides(params: dict) -> dict[str, object]:
     """The searched values as dotted config keys (applied with `derive`, written to the best-config YAML)."""
-    return {"model.scale_emb": clean(params["scale_emb"]), "model.dim_model_base": int(params["dim_model_base"]),
-            "model.scale_depth": clean(params["scale_depth"]),
-            "train.schedule.max_lr": clean(params["learning_rate"])}
+    out = {"model.scale_emb": clean(params["scale_emb"]), "model.dim_model_base": int(params["dim_model_base"]),
+           "model.scale_depth": clean(params["scale_depth"]),
+           "train.schedule.max_lr": clean(params["learning_rate"])}
+    if "optimizer" in params:
+        out["train.optimizer"] = params["optimizer"]
+    return out
 
 
 def derive(cfg: Config, overrides: dict[str, object]) -> Config:
