@@ -15,7 +15,9 @@ tens of percent over minutes). Goals: ≥ 2.5× and ≥ 1.2×.
 
 On a GPU, the issue's figure (Xmodel-2 1.2B at 4,096 tokens, bf16): `--device cuda --preset xmodel-2-1.2b
 --batch 1 --seq 4096 --steps 5 --no-baselines --variants "xmodel bf16 chunked-loss compile"` prints tokens/s,
-MFU against the GPU's bf16 dense peak and the variant's peak memory.
+MFU against the GPU's bf16 dense peak and the variant's peak memory. `--activation-checkpointing` recomputes each
+decoder layer in backward (`train.activation_checkpointing`); `--peak-flops` replaces the table's peak in MFU (a
+measured matmul rate, as benchmarks/gpu/run.sh passes); `--json FILE` writes the figures.
 
 `--profile N` then profiles N more steps of the best Xmodel variant and of HF with the same switches
 (alternating) and prints where a step's time goes in each, op by op (inductor kernels and matmul shapes named).
@@ -104,6 +106,11 @@ def main() -> None:
                     "printed and MFU is against the GPU's bf16 dense peak")
     ap.add_argument("--no-baselines", action="store_true",
                     help="time only the Xmodel variants (a large preset on a GPU: MFU and memory, no ratios)")
+    ap.add_argument("--activation-checkpointing", action="store_true",
+                    help="Xmodel variants recompute each decoder layer in backward (train.activation_checkpointing)")
+    ap.add_argument("--peak-flops", type=float, default=None, metavar="FLOP/S",
+                    help="bf16 peak for MFU (default: the GPU's datasheet figure, or measured on a CPU)")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures to FILE as JSON")
     args = ap.parse_args()
     try:
         device = torch.device(args.device)
@@ -131,6 +138,8 @@ def main() -> None:
 
     def make_xmodel(bf16: bool, chunked: bool, compiled: bool, optimizer: str = "adamw"):
         model = XmodelForCausalLM(cfg).to(device).train()
+        if args.activation_checkpointing:
+            model.gradient_checkpointing_enable()  # as the trainer's build does
         train_cfg = dataclasses.replace(run_cfg.train, optimizer=optimizer)
         opt = build_optimizers(model, train_cfg, device)
         step_model = torch.compile(model) if compiled and compile_ok else model
@@ -154,19 +163,23 @@ def main() -> None:
         variants = {k: v for k, v in variants.items() if not k.startswith("hf")}
     stats = model_stats(cfg, args.seq)
     flops_per_token = stats.flops_per_token_train
-    peak_bf16 = peak_flops_per_device(device, torch.bfloat16)
+    peak_bf16 = args.peak_flops or peak_flops_per_device(device, torch.bfloat16)
+    peak_source = "given" if args.peak_flops else "measured" if device.type == "cpu" else "datasheet"
     where = (torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads")
     print(f"preset {args.preset} ({stats.params_total / 1e6:.1f}M params), batch {args.batch} × seq {args.seq}, {where}; "
-          f"{'measured ' if device.type == 'cpu' else ''}bf16 matmul peak {peak_bf16 / 1e9:.0f} GFLOP/s")
+          f"{peak_source} bf16 matmul peak {peak_bf16 / 1e9:.0f} GFLOP/s"
+          f"{'; activation checkpointing' if args.activation_checkpointing else ''}")
     # Every variant is built and warmed up (compiled) first; then the timed steps go round-robin over the
     # variants, so a drift in this machine's speed over minutes hits all of them alike.
-    steps, peak_memory = {}, {}
+    steps, peak_memory, warmup_seconds = {}, {}, {}
     for name, make in variants.items():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
+        t0 = time.perf_counter()
         steps[name] = make()
         timed(steps[name], 0, device=device)
+        warmup_seconds[name] = time.perf_counter() - t0  # building, compiling and two steps
         if device.type == "cuda":  # this variant's own peak: weights, optimizer state, activations
             peak_memory[name] = torch.cuda.max_memory_allocated(device) - before
     # One more untimed step of each, now that all exist: building a later model can invalidate an earlier
@@ -193,12 +206,31 @@ def main() -> None:
                 f"{min(per_round):.2f}-{max(per_round):.2f}x)")
 
     print(f"best xmodel variant: {best}")
+    if args.json:
+        write_json(args, device, where, stats, peak_bf16, peak_source, results, seconds, peak_memory, warmup_seconds)
     if args.no_baselines:
         return
     print(f"ratio vs HF eager fp32:             {ratio('hf eager fp32')}")
     print(f"ratio vs HF with the same switches: {ratio('hf bf16+compile+fused')}")
     if args.profile:
         print_profile({best: steps[best], "hf bf16+compile+fused": steps["hf bf16+compile+fused"]}, args.profile)
+
+
+def write_json(args, device, where, stats, peak, peak_source, results, seconds, peak_memory, warmup_seconds):
+    import json
+
+    record = {
+        "preset": args.preset, "batch": args.batch, "seq": args.seq, "device": str(device), "where": where,
+        "activation_checkpointing": args.activation_checkpointing, "compile": not args.no_compile,
+        "params": stats.params_total, "flops_per_token": stats.flops_per_token_train,
+        "peak_flops": peak, "peak_source": peak_source, "torch": torch.__version__,
+        "variants": {name: {"tokens_per_s": tps, "mfu": tps * stats.flops_per_token_train / peak,
+                            "step_s": seconds[name], "warmup_s": warmup_seconds.get(name),
+                            "peak_memory_gib": peak_memory[name] / 2**30 if name in peak_memory else None}
+                     for name, tps in results.items()},
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(record, indent=1))
 
 
 def print_profile(steps: dict, n: int, rows: int = 25) -> None:
