@@ -63,16 +63,40 @@ def test_hidden_weight_init_std_scales_with_width():
             assert measured == pytest.approx(hidden_std, rel=0.05), name
 
 
-def test_learning_rate_groups():
-    cfg = small_config(hidden_size=128, num_attention_heads=4, dim_model_base=32)
-    model = XmodelForCausalLM(cfg)
-    groups = {g["name"]: g for g in mup_param_groups(model, lr=0.01, weight_decay=0.1)}
-    assert groups["hidden_2d"]["lr"] == pytest.approx(0.01 / 4)
-    assert groups["embedding"]["lr"] == pytest.approx(0.01)
-    assert groups["norms"]["lr"] == pytest.approx(0.01) and groups["norms"]["weight_decay"] == 0.0
+# Who gets lr/m and weight decay, written out from the sources (not from the code under test):
+# Xmodel-2.5's Megatron scripts (--lr for all but embedding/output, --decoupled-lr for those, the base rate;
+# --no-decay-norm-bias-embed), Xmodel-2 Table 6 (2-D tensors at lr/m, other parts at the base lr), and the
+# earlier grouping of this project. (lr multiplier, weight decay) for hidden 2-D, embedding + untied head, norms.
+POLICY_TABLE = {
+    "xmodel-2.5": {"hidden_2d": (1 / 4, 0.1), "embedding": (1, 0.0), "norms": (1 / 4, 0.0)},
+    "table6": {"hidden_2d": (1 / 4, 0.1), "embedding": (1 / 4, 0.1), "norms": (1, 0.0)},
+    "standard": {"hidden_2d": (1 / 4, 0.1), "embedding": (1, 0.1), "norms": (1, 0.0)},
+}
+
+
+@pytest.mark.parametrize("policy", sorted(POLICY_TABLE))
+@pytest.mark.parametrize("tied", [True, False])
+def test_learning_rate_groups(policy, tied):
+    cfg = small_config(hidden_size=128, num_attention_heads=4, dim_model_base=32, tie_word_embeddings=tied)
+    model = XmodelForCausalLM(cfg)  # m = 128 / 32 = 4
+    groups = {g["name"]: g for g in mup_param_groups(model, lr=0.01, weight_decay=0.1, policy=policy)}
+    for name, (scale, decay) in POLICY_TABLE[policy].items():
+        assert groups[name]["lr"] == pytest.approx(0.01 * scale), name
+        assert groups[name]["weight_decay"] == decay, name
+    names = {id(p): n for n, p in model.named_parameters()}
+    embedding = {names[id(p)] for p in groups["embedding"]["params"]}
+    assert embedding == ({"model.embed_tokens.weight"} if tied else {"model.embed_tokens.weight", "lm_head.weight"})
     grouped = [p for g in groups.values() for p in g["params"]]
     assert len(grouped) == len({id(p) for p in model.parameters()})  # every parameter once (tied head once)
     assert all(p.ndim == 2 for p in groups["hidden_2d"]["params"])
+    assert all(p.ndim == 1 for p in groups["norms"]["params"])
+
+
+def test_default_policy_is_the_authors_scripts_and_unknown_is_refused():
+    model = XmodelForCausalLM(small_config(dim_model_base=32))
+    assert mup_param_groups(model, 0.01) == mup_param_groups(model, 0.01, policy="xmodel-2.5")
+    with pytest.raises(ValueError, match="mup_lr_policy: 'nope'"):
+        mup_param_groups(model, 0.01, policy="nope")
 
 
 def test_logits_divided_by_width_mult():

@@ -390,3 +390,25 @@ def test_mixture_trials_branch_from_one_stable_checkpoint(prepared, tmp_path, ca
     assert snapshot == {p: p.stat().st_mtime_ns for p in stable.rglob("*") if p.is_file()}
     assert [json.loads(line) for line in (stable / "metrics.jsonl").read_text().splitlines()] == stable_rows
     assert sum(t.state == TrialState.COMPLETE for t in trials(out / "study.db", "mixture")) == 4
+
+
+def test_transfer_compares_named_lr_policies():
+    """`tune.transfer.parametrisations` may name μP under each LR policy; each variant trains with its policy."""
+    from xmodel.config import load_config
+    from xmodel.tune.transfer import analyse
+    from xmodel.errors import ConfigError
+    from xmodel.tune.widths import LABELS, at_width
+
+    cfg = load_config("nano", overrides={"model.dim_model_base": 64})
+    assert at_width(cfg, 128, "mup:table6").train.mup_lr_policy == "table6"
+    assert at_width(cfg, 128, "mup:standard").model.dim_model_base == 64  # still μP
+    assert at_width(cfg, 128, "mup").train.mup_lr_policy == cfg.train.mup_lr_policy
+    assert LABELS["mup:table6"] == "μP table6"
+    with pytest.raises(ConfigError, match="parametrisations"):
+        load_config("nano", overrides={"tune.transfer.parametrisations": ["mup:nope"]})
+    results = [{"parametrisation": p, "width": w, "lr": lr, "seed": 0, "loss": (lr - best) ** 2}
+               for p, best in (("mup:table6", 0.01), ("mup:standard", 0.02)) for w in (64, 128, 256, 512)
+               for lr in (0.005, 0.01, 0.02, 0.04)]
+    analysis = analyse(results, [64, 128, 256, 512], [0.005, 0.01, 0.02, 0.04], ["mup:table6", "mup:standard"])
+    assert analysis["parametrisations"]["mup:table6"]["optimum"][64]["grid"] == 0.01
+    assert analysis["parametrisations"]["mup:standard"]["drift"] == 1.0

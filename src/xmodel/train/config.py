@@ -12,8 +12,8 @@ from .schedule import ScheduleConfig
 class TrainConfig:
     """Optimizer, schedule, batch, precision, parallelism and bookkeeping of one training run.
 
-    Weight decay applies to every 2-D weight (embedding included) and never to norm gains; μP scales each
-    group's learning rate (see `xmodel.model.mup`). Batch sizes are global (all ranks, all accumulation
+    μP scales each group's learning rate and chooses its weight decay by `mup_lr_policy` (see
+    `xmodel.model.mup`). Batch sizes are global (all ranks, all accumulation
     micro-steps) and counted in tokens.
     """
 
@@ -25,6 +25,7 @@ class TrainConfig:
     batch_ramp_steps: int = 0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: Literal["adamw", "muon"] = "adamw"  # muon: Muon for hidden matrices, AdamW for the rest
+    mup_lr_policy: Literal["xmodel-2.5", "table6", "standard"] = "xmodel-2.5"  # see xmodel.model.mup
     muon_momentum: float = 0.95
     muon_ns_steps: int = 5                   # Newton–Schulz iterations per Muon step
     weight_decay: float = 0.1

@@ -3,10 +3,11 @@
     optimizers = build_optimizers(model, train_cfg, device)     # a list, stepped together every step
 
 `train.optimizer: adamw` — one fused AdamW over `mup_param_groups` (hidden 2-D weights at lr/m, m =
-hidden_size / dim_model_base; embedding, head and norm gains at the base lr).
+hidden_size / dim_model_base; the embedding, head and norm gains as `train.mup_lr_policy` says).
 
 `train.optimizer: muon` — PyTorch's `torch.optim.Muon` (Newton–Schulz orthogonalised momentum) for the hidden 2-D
-weights (attention and MLP projections), AdamW as above for the embedding, the head and the norm gains. Muon's
+weights (attention and MLP projections; lr/m under every policy), AdamW as above for the embedding, the head
+and the norm gains. Muon's
 update is scaled so that AdamW's learning rate and weight decay carry over, and so that it transfers across
 width the way μP does:
 
@@ -35,7 +36,8 @@ MUON_RULE = "match_rms_adamw"  # torch.optim.Muon's name for Moonlight's 0.2·�
 
 def build_optimizers(module, train: TrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
     """The optimizers of `module` (the transformers model itself; under FSDP2 its parameters are the shards)."""
-    groups = mup_param_groups(module, lr=train.schedule.max_lr, weight_decay=train.weight_decay)
+    groups = mup_param_groups(module, lr=train.schedule.max_lr, weight_decay=train.weight_decay,
+                              policy=train.mup_lr_policy)
     muon_groups = [g for g in groups if g["name"] == "hidden_2d"] if train.optimizer == "muon" else []
     adamw_groups = [g for g in groups if g not in muon_groups]
     optimizers: list[torch.optim.Optimizer] = []

@@ -52,22 +52,28 @@ class StudyConfig:
                              f"got {self.grace_period}")
 
 
+def _check_choices(name: str, values: list[str], allowed: tuple[str, ...]) -> None:
+    if not values or len(set(values)) != len(values) or any(v not in allowed for v in values):
+        raise ValueError(f"{name}: a list of distinct names from {', '.join(allowed)}, got {values}")
+
+
 @dataclass
 class MupSearchConfig:
     """One μP trial: the nano model trained on `tokens` tokens, held-out loss measured `evals` times (the points
     where a hopeless trial may be pruned; the last one is the objective). Warmup is `warmup_fraction` of the
     trial's steps; the rest of the schedule is `train.schedule` (by default constant after warmup). With more
-    than one of `optimizers` the optimizer is searched too; with one, every trial uses it."""
+    than one of `optimizers` (or `lr_policies`, see `xmodel.model.mup`) it is searched too; with one, every
+    trial uses it."""
 
     tokens: int = 16_777_216
     evals: int = 4
     warmup_fraction: float = 0.1
     optimizers: list[str] = field(default_factory=lambda: ["adamw"])  # several: a categorical parameter
+    lr_policies: list[str] = field(default_factory=lambda: ["xmodel-2.5"])  # train.mup_lr_policy, likewise
 
     def validate(self):
-        unknown = [o for o in self.optimizers if o not in ("adamw", "muon")]
-        if unknown or not self.optimizers or len(set(self.optimizers)) != len(self.optimizers):
-            raise ValueError(f"optimizers: a list of distinct names from adamw, muon, got {self.optimizers}")
+        _check_choices("optimizers", self.optimizers, ("adamw", "muon"))
+        _check_choices("lr_policies", self.lr_policies, ("xmodel-2.5", "table6", "standard"))
         if self.tokens <= 0 or self.evals <= 0:
             raise ValueError(f"tokens: tokens and evals must be > 0, got {self.tokens}, {self.evals}")
         if not 0 <= self.warmup_fraction < 1:
@@ -107,9 +113,13 @@ class TransferConfig:
     layers: int | None = None
     warmup_fraction: float = 0.1
     sp_init_std: float = 0.02
+    # what is compared: "mup", "sp", or μP under a named LR policy ("mup:xmodel-2.5", "mup:table6", "mup:standard")
+    parametrisations: list[str] = field(default_factory=lambda: ["mup", "sp"])
 
     def validate(self):
         _check_widths(self.widths, 4, 8)
+        _check_choices("parametrisations", self.parametrisations,
+                       ("mup", "sp", "mup:xmodel-2.5", "mup:table6", "mup:standard"))
         if len(self.lrs) < 3 or any(lr <= 0 for lr in self.lrs):
             raise ValueError(f"lrs: need at least 3 positive learning rates, got {self.lrs}")
         if self.tokens <= 0 or self.seeds <= 0:

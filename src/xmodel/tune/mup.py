@@ -28,14 +28,18 @@ def trial_base(cfg: Config, data: TuneData) -> Config:
     overrides = budget_overrides(cfg, m.tokens, m.evals, m.warmup_fraction, data.seq_len)
     if len(m.optimizers) == 1:
         overrides["train.optimizer"] = m.optimizers[0]
+    if len(m.lr_policies) == 1:
+        overrides["train.mup_lr_policy"] = m.lr_policies[0]
     return derive(cfg, overrides)
 
 
 def study_space(settings_or_cfg) -> dict:
     """The space a study searches: from a config, or from the settings stored with the study."""
-    optimizers = (settings_or_cfg.get("optimizers") or ["adamw"]) if isinstance(settings_or_cfg, dict) \
-        else settings_or_cfg.tune.mup.optimizers
-    return mup_space(optimizers)
+    if isinstance(settings_or_cfg, dict):
+        return mup_space(settings_or_cfg.get("optimizers") or ["adamw"],
+                         settings_or_cfg.get("lr_policies") or ["xmodel-2.5"])
+    m = settings_or_cfg.tune.mup
+    return mup_space(m.optimizers, m.lr_policies)
 
 
 def settings(cfg: Config, data: TuneData) -> dict:
@@ -48,7 +52,8 @@ def settings(cfg: Config, data: TuneData) -> dict:
             "batch_tokens": t.batch_tokens, "seq_len": data.seq_len, "evals": cfg.tune.mup.evals,
             "eval_sequences": t.eval_sequences, "warmup_steps": t.schedule.warmup_steps,
             "schedule": t.schedule.kind, "seed": t.seed, "precision": t.precision,
-            "optimizers": list(cfg.tune.mup.optimizers), "space": grid_statement(study_space(cfg))}
+            "optimizers": list(cfg.tune.mup.optimizers), "lr_policies": list(cfg.tune.mup.lr_policies),
+            "space": grid_statement(study_space(cfg))}
 
 
 def data_section(data: TuneData) -> dict | None:
@@ -64,7 +69,7 @@ def describe(trial) -> str:
     p = {k: clean(v) if isinstance(v, float) else v for k, v in trial.params.items()}
     return (f"scale_emb {p.get('scale_emb')}, dim_model_base {p.get('dim_model_base')}, "
             f"scale_depth {p.get('scale_depth')}, lr {p.get('learning_rate')}"
-            + (f", {p['optimizer']}" if "optimizer" in p else ""))
+            + "".join(f", {p[k]}" for k in ("optimizer", "lr_policy") if k in p))
 
 
 def make_objective(base: Config, data: TuneData, out_dir: Path):
@@ -101,6 +106,8 @@ def write_best_config(study: optuna.Study, path: Path) -> dict:
     params = dict(best.params)
     if "optimizer" not in params and s.get("optimizers"):  # one optimizer: every trial used it
         params["optimizer"] = s["optimizers"][0]
+    if "lr_policy" not in params and s.get("lr_policies"):
+        params["lr_policy"] = s["lr_policies"][0]
     values = nest(mup_overrides(params))
     doc = {"preset": s["preset"], **values} if s.get("preset") else values
     if s.get("data_config"):

@@ -31,11 +31,15 @@ MUP_SPACE: dict[str, BaseDistribution] = {
 }
 
 
-def mup_space(optimizers: list[str]) -> dict[str, BaseDistribution]:
-    """Table 5's space, plus the optimizer as a categorical parameter when more than one is searched."""
+def mup_space(optimizers: list[str], lr_policies: list[str] = ("xmodel-2.5",)) -> dict[str, BaseDistribution]:
+    """Table 5's space, plus the optimizer and the μP LR policy as categorical parameters when more than one of
+    each is searched."""
+    space = dict(MUP_SPACE)
     if len(optimizers) > 1:
-        return {**MUP_SPACE, "optimizer": CategoricalDistribution(list(optimizers))}
-    return MUP_SPACE
+        space["optimizer"] = CategoricalDistribution(list(optimizers))
+    if len(lr_policies) > 1:
+        space["lr_policy"] = CategoricalDistribution(list(lr_policies))
+    return space if len(space) > len(MUP_SPACE) else MUP_SPACE
 
 
 def grid_points(dist: BaseDistribution) -> int:
@@ -87,6 +91,8 @@ def mup_overrides(params: dict) -> dict[str, object]:
            "train.schedule.max_lr": clean(params["learning_rate"])}
     if "optimizer" in params:
         out["train.optimizer"] = params["optimizer"]
+    if "lr_policy" in params:
+        out["train.mup_lr_policy"] = params["lr_policy"]
     return out
 
 

@@ -22,7 +22,7 @@ from .data import TuneData
 from .plots import _agg, save_figure
 from .runs import HeldoutObjective, budget_overrides, fit_to_data, run_budgeted
 from .space import derive
-from .widths import LABELS, PARAMETRISATIONS, at_width
+from .widths import LABELS, at_width
 
 
 def run_config(cfg: Config, data: TuneData, width: int, parametrisation: str, lr: float, seed: int) -> Config:
@@ -34,7 +34,7 @@ def run_config(cfg: Config, data: TuneData, width: int, parametrisation: str, lr
 
 
 def key(r: dict) -> tuple:
-    return r["parametrisation"], r["width"], float(f"{r['lr']:.6g}"), r["seed"]
+    return r.get("optimizer", "adamw"), r["parametrisation"], r["width"], float(f"{r['lr']:.6g}"), r["seed"]
 
 
 def sweep(cfg: Config, data: TuneData, out: Path, log=print) -> list[dict]:
@@ -49,8 +49,10 @@ def sweep(cfg: Config, data: TuneData, out: Path, log=print) -> list[dict]:
             if line.strip():
                 r = json.loads(line)
                 done[key(r)] = r
-    todo = [(p, w, lr, s) for p in PARAMETRISATIONS for w in t.widths for lr in t.lrs for s in range(t.seeds)]
-    todo = [x for x in todo if key({"parametrisation": x[0], "width": x[1], "lr": x[2], "seed": x[3]}) not in done]
+    todo = [(p, w, lr, s) for p in t.parametrisations for w in t.widths for lr in t.lrs for s in range(t.seeds)]
+    opt = cfg.train.optimizer  # a sweep under another optimizer in the same folder is a different sweep
+    todo = [x for x in todo
+            if key({"optimizer": opt, "parametrisation": x[0], "width": x[1], "lr": x[2], "seed": x[3]}) not in done]
     if done:
         log(f"{len(done)} runs already in {results_path}; {len(todo)} to go")
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +61,7 @@ def sweep(cfg: Config, data: TuneData, out: Path, log=print) -> list[dict]:
         objective = HeldoutObjective(data, {"pretrain": 1.0}, sequences=rcfg.train.eval_sequences)
         outcome = run_budgeted(rcfg, data.stable(seed=s), out / "runs" / f"{p}_w{w}_lr{lr:.3g}_s{s}", objective,
                                log=lambda *_: None)
-        r = {"parametrisation": p, "width": w, "lr": lr, "seed": s,
+        r = {"optimizer": opt, "parametrisation": p, "width": w, "lr": lr, "seed": s,
              "loss": outcome.objective if math.isfinite(outcome.objective) else None,
              "train_loss": outcome.result.losses[-1] if outcome.result.losses else None,
              "steps": outcome.result.step, "diverged": outcome.result.stopped_early is not None
@@ -67,7 +69,7 @@ def sweep(cfg: Config, data: TuneData, out: Path, log=print) -> list[dict]:
         with results_path.open("a") as f:  # one line per finished run: a crash loses at most the current run
             f.write(json.dumps(r) + "\n")
         done[key(r)] = r
-    wanted = {key({"parametrisation": p, "width": w, "lr": lr, "seed": s}) for p in PARAMETRISATIONS
+    wanted = {key({"optimizer": opt, "parametrisation": p, "width": w, "lr": lr, "seed": s}) for p in t.parametrisations
               for w in t.widths for lr in t.lrs for s in range(t.seeds)}
     return [r for k, r in done.items() if k in wanted]
 
@@ -101,11 +103,12 @@ def optimum(curve: dict[float, float | None]) -> tuple[float | None, float | Non
     return best_lr, best_lr
 
 
-def analyse(results: list[dict], widths: list[int], lrs: list[float]) -> dict:
+def analyse(results: list[dict], widths: list[int], lrs: list[float],
+            parametrisations: list[str] = ("mup", "sp")) -> dict:
     curves = loss_curves(results)
     step = _grid_step(lrs)
     out: dict = {"grid_factor": step, "parametrisations": {}}
-    for p in PARAMETRISATIONS:
+    for p in parametrisations:
         per_width = {}
         for w in widths:
             grid, refined = optimum(curves.get((p, w), {}))
@@ -141,9 +144,11 @@ def _trend(points: list[tuple[int, float]]) -> float | None:
 def plot(results: list[dict], analysis: dict, widths: list[int], path: Path) -> Path:
     plt = _agg()
     curves = loss_curves(results)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    names = list(analysis["parametrisations"])
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.6), sharey=True, squeeze=False)
+    axes = axes[0]
     cmap = plt.get_cmap("plasma")
-    for ax, p in zip(axes, PARAMETRISATIONS):
+    for ax, p in zip(axes, names):
         for i, w in enumerate(widths):
             curve = curves.get((p, w), {})
             pts = [(lr, v) for lr, v in curve.items() if v is not None]
@@ -174,15 +179,16 @@ def plot(results: list[dict], analysis: dict, widths: list[int], path: Path) -> 
 
 
 def summary_lines(analysis: dict, widths: list[int]) -> list[str]:
+    names = list(analysis["parametrisations"])
     lines = [f"{'width':>8}" + "".join(f"{LABELS[p] + ' best lr':>16}{LABELS[p] + ' refined':>14}"
-                                       for p in PARAMETRISATIONS)]
+                                       for p in names)]
     for w in widths:
         row = f"{w:>8}"
-        for p in PARAMETRISATIONS:
+        for p in names:
             o = analysis["parametrisations"][p]["optimum"][w]
             row += f"{o['grid'] or float('nan'):>16.3g}{o['refined'] or float('nan'):>14.3g}"
         lines.append(row)
-    for p in PARAMETRISATIONS:
+    for p in names:
         a = analysis["parametrisations"][p]
         if a["drift"]:
             lines.append(f"{LABELS[p]}: optimum drift {a['drift']:.3g}× across widths {min(widths)}–{max(widths)} "
@@ -193,11 +199,12 @@ def summary_lines(analysis: dict, widths: list[int]) -> list[str]:
 
 def run_transfer(cfg: Config, data: TuneData, out: Path) -> int:
     t = cfg.tune.transfer
-    runs = 2 * len(t.widths) * len(t.lrs) * t.seeds
+    runs = len(t.parametrisations) * len(t.widths) * len(t.lrs) * t.seeds
     print(f"μTransfer: widths {t.widths}, learning rates {', '.join(f'{lr:.3g}' for lr in t.lrs)}, "
-          f"{t.tokens:,} tokens per run, {runs} runs, on {data.description}")
+          f"{t.tokens:,} tokens per run, {', '.join(t.parametrisations)} with {cfg.train.optimizer}, {runs} runs, "
+          f"on {data.description}")
     results = sweep(cfg, data, out)
-    analysis = analyse(results, t.widths, t.lrs)
+    analysis = analyse(results, t.widths, t.lrs, t.parametrisations)
     tmp = out / "analysis.json.tmp"
     tmp.write_text(json.dumps(analysis, indent=1, default=str))
     tmp.replace(out / "analysis.json")

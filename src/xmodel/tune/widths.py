@@ -19,11 +19,17 @@ from .space import derive
 
 Parametrisation = Literal["mup", "sp"]
 PARAMETRISATIONS: tuple[Parametrisation, ...] = ("mup", "sp")
-LABELS = {"mup": "μP", "sp": "SP"}
+# μP under a named learning-rate policy ("mup:table6", see xmodel.model.mup); plain "mup" keeps the config's.
+POLICY_VARIANTS = tuple(f"mup:{p}" for p in ("xmodel-2.5", "table6", "standard"))
+LABELS = {"mup": "μP", "sp": "SP", **{v: f"μP {v.split(':')[1]}" for v in POLICY_VARIANTS}}
 
 
-def at_width(cfg: Config, width: int, parametrisation: Parametrisation, *, layers: int | None = None,
+def at_width(cfg: Config, width: int, parametrisation: str, *, layers: int | None = None,
              sp_init_std: float = 0.02) -> Config:
+    """`cfg` at `width` under "mup", "sp" or "mup:<lr policy>"."""
+    if parametrisation in POLICY_VARIANTS:
+        cfg = derive(cfg, {"train.mup_lr_policy": parametrisation.split(":", 1)[1]})
+        parametrisation = "mup"
     m = cfg.model
     head_dim = m.head_dim
     if width % head_dim:
