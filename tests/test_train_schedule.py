@@ -58,3 +58,34 @@ def test_batch_ramp_is_followed_exactly():
         assert sizes[s] * 512 <= expected < sizes[s] * 512 + plan.unit * 512
     with pytest.raises(ValueError, match="not a multiple"):
         BatchPlan(seq_len=512, micro_batch=3, world_size=2, end_tokens=8192).validate()
+
+
+def test_batch_step_switch_doubles_at_the_configured_step():
+    """Xmodel-2 §2.5: 2M tokens per step, then 4M — a switch, not a ramp."""
+    plan = BatchPlan(seq_len=4096, micro_batch=4, world_size=8, end_tokens=960 * 4096, start_tokens=480 * 4096,
+                     ramp_steps=10_000, ramp="step")
+    plan.validate()
+    assert [plan.sequences_at(s) for s in (0, 1, 9_999)] == [480] * 3
+    assert [plan.sequences_at(s) for s in (10_000, 10_001, 400_000)] == [960] * 3
+
+
+@pytest.mark.parametrize("recipe, preset, sequences", [
+    ("xmodel-2", "xmodel-2-1.2b", {0: 480, 9_999: 480, 10_000: 960, 386_699: 960}),
+    ("xmodel-lm", "xmodel-lm-1.1b", {0: 840, 500_000: 840}),
+])
+def test_packaged_recipes_give_the_reports_batches(recipe, preset, sequences):
+    from xmodel.train.trainer import batch_plan
+
+    cfg = load_config(yaml_path=recipe)
+    assert cfg.preset == preset and cfg.data.seq_len == 4096
+    plan = batch_plan(cfg.train, cfg.data.seq_len, world_size=8)
+    assert {step: plan.sequences_at(step) for step in sequences} == sequences
+    if recipe == "xmodel-2":
+        s = cfg.train.schedule
+        assert (s.kind, s.max_lr, s.half_life, cfg.data.decay.sft_share) == ("wsd", 0.01, 5000, 0.64)
+        assert cfg.model.hidden_size == 1536 and cfg.model.num_hidden_layers == 48
+
+
+def test_an_unknown_config_names_the_recipes():
+    with pytest.raises(ConfigError, match="config file not found .*xmodel-2, xmodel-lm"):
+        load_config(yaml_path="xmodel-3")

@@ -40,7 +40,8 @@ def test_train_state_round_trips_through_a_checkpoint(run_of_six):
     assert state.to_dict() == saved["state"]
     assert (state.step, state.data_position, state.tokens, state.stage) == (6, 6 * 4, 6 * 4 * 32, "stable")
     assert state.schedule == cfg.train.schedule and state.seed == cfg.train.seed
-    assert state.batch == {"seq_len": 32, "batch_tokens": 128, "batch_tokens_start": None, "batch_ramp_steps": 0}
+    assert state.batch == {"seq_len": 32, "batch_tokens": 128, "batch_tokens_start": None, "batch_ramp_steps": 0,
+                           "batch_ramp": "linear"}
     assert saved["config"] == {"note": "six steps"}
     assert TrainState.from_dict(json.loads((at3 / "trainer_state.json").read_text())["state"]).step == 3
     with pytest.raises(XmodelError, match="unknown train-state field 'bogus'"):

@@ -11,7 +11,9 @@ from ..units import human  # noqa: F401  (likewise)
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """--config FILE plus free-form dotted overrides (--model.hidden_size 256)."""
-    parser.add_argument("--config", metavar="YAML", help="a YAML config file (sections: model, …)")
+    parser.add_argument("--config", metavar="YAML", help="a YAML config file (sections: model, data, train, tune), "
+                                                          "or a packaged recipe: xmodel-2, xmodel-lm (the reports' "
+                                                          "training configs, assumptions stated in each)")
     parser.set_defaults(accepts_overrides=True)
     parser.epilog = ((parser.epilog or "") + "\nAny config field can be overridden as --section.key VALUE, "
                      "e.g. --model.num_hidden_layers 12.").strip()

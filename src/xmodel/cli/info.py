@@ -46,7 +46,12 @@ def describe(name: str, cfg: XmodelConfig, seq_len: int | None, micro_batch: int
 
 
 def run(args) -> int:
-    if args.target is None:
+    if args.target is None and args.config:  # the config's own model (a recipe names its preset)
+        cfg = config_from_args(args, None)
+        rows = [describe(f"{args.config} ({cfg.preset or 'no preset'})", cfg.model,
+                         args.seq_len or cfg.data.seq_len, args.micro_batch, args.dtype)]
+        print_training_plan(cfg)
+    elif args.target is None:
         rows = [describe(n, load_config(n, args.config, args.overrides).model, args.seq_len, args.micro_batch,
                          args.dtype) for n in PRESETS]
     elif is_preset(args.target):
@@ -71,3 +76,25 @@ def run(args) -> int:
     print("\nparams counts a tied LM head once; non-emb excludes the embedding (and an untied head). "
           "Memory: fp32 weights+grads+AdamW, activations, fp32 logits; no sharding.")
     return 0
+
+
+def print_training_plan(cfg) -> None:
+    """The config's training in numbers: global batch (and its step-up or ramp), steps, tokens, schedule."""
+    t = cfg.train
+    seq = cfg.data.seq_len
+    end = t.batch_tokens // seq
+    if t.batch_tokens_start and t.batch_ramp_steps:
+        start = t.batch_tokens_start // seq
+        ramp = (f"{start:,} sequences ({human(t.batch_tokens_start)} tokens) for {t.batch_ramp_steps:,} steps, then "
+                if t.batch_ramp == "step" else f"{start:,} → (linear over {t.batch_ramp_steps:,} steps) ")
+        first = min(t.batch_ramp_steps, t.max_steps)
+        tokens = first * (t.batch_tokens_start if t.batch_ramp == "step" else (t.batch_tokens_start + t.batch_tokens) / 2)
+        tokens += (t.max_steps - first) * t.batch_tokens
+    else:
+        ramp, tokens = "", t.max_steps * t.batch_tokens
+    s = t.schedule
+    shape = (f"WSD, half-life {s.half_life:g} steps" if s.kind == "wsd" else
+             f"{s.kind} to {s.min_lr:g} at step {s.total_steps:,}" if s.kind in ("cosine", "linear") else s.kind)
+    print(f"training: global batch {ramp}{end:,} sequences × {seq:,} = {human(t.batch_tokens)} tokens; "
+          f"{t.max_steps:,} steps, {human(tokens)} tokens; max lr {s.max_lr:g} after {s.warmup_steps:,} warmup "
+          f"steps, {shape}; {t.optimizer}, μP LR policy {t.mup_lr_policy}")

@@ -15,7 +15,8 @@ def register(sub) -> None:
                                    "constant). With --decay-from N the WSD "
                                    "decay starts at step N, as in a decay branch from step N.")
     p.add_argument("action", choices=["plot"], help="what to do (plot)")
-    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="YAML config (same as --config)")
+    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="YAML config or packaged recipe (xmodel-2, "
+                                                                     "xmodel-lm); same as --config")
     p.add_argument("--preset", default=None)
     p.add_argument("--steps", type=positive_int, default=None, help="steps to draw (default: train.max_steps, or past "
                                                             "the decay start plus 4 half-lives)")
@@ -52,6 +53,17 @@ def run(args) -> int:
     ax.plot(xs, [lr_at(s, sched) for s in xs], label=f"{sched.kind} lr")
     if sched.kind == "wsd" and sched.decay_start is not None:
         ax.axvline(sched.decay_start, ls="--", c="gray", lw=0.8, label=f"decay start S={sched.decay_start}")
+    t = cfg.train
+    if t.batch_tokens_start and t.batch_ramp_steps:  # the batch step-up (or ramp) on a second axis
+        from ..train.batching import BatchPlan
+
+        plan = BatchPlan(seq_len=cfg.data.seq_len, micro_batch=1, world_size=1, end_tokens=t.batch_tokens,
+                         start_tokens=t.batch_tokens_start, ramp_steps=t.batch_ramp_steps, ramp=t.batch_ramp)
+        twin = ax.twinx()
+        twin.plot(xs, [plan.sequences_at(x) * cfg.data.seq_len / 1e6 for x in xs], color="tab:orange", lw=1,
+                  label="batch (M tokens)")
+        twin.set_ylabel("global batch, M tokens", color="tab:orange")
+        twin.set_ylim(bottom=0)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
     title = f"max_lr {sched.max_lr:g}, warmup {sched.warmup_steps}"

@@ -32,6 +32,21 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
 
 
+RECIPES_DIR = Path(__file__).with_name("recipes")
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def config_file(name: str | Path) -> Path:
+    """A config file's path: the file itself, or a packaged recipe by name (`--config xmodel-2`)."""
+    path = Path(name)
+    if not path.exists() and str(name) in recipe_names():
+        return RECIPES_DIR / f"{name}.yaml"
+    return path
+
+
 def load_config(preset: str | None = None, yaml_path: str | Path | None = None,
                 overrides: list[str] | dict | None = None, model_base: dict | None = None) -> Config:
     """Defaults < preset < YAML < overrides, checked field by field (`ConfigError` names the field).
@@ -39,6 +54,7 @@ def load_config(preset: str | None = None, yaml_path: str | Path | None = None,
     `model_base` (a model section, e.g. a released model's) takes the place of a preset's model values."""
     data: dict = {}
     if yaml_path is not None:
+        yaml_path = config_file(yaml_path)
         data = read_yaml(yaml_path)
     if isinstance(overrides, dict):
         dotted = overrides
@@ -69,4 +85,5 @@ def dump_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
 
 
-__all__ = ["Config", "ConfigError", "PRESETS", "load_config", "config_to_dict", "dump_config"]
+__all__ = ["Config", "ConfigError", "PRESETS", "load_config", "config_to_dict", "dump_config", "config_file",
+           "recipe_names"]

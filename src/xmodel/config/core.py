@@ -198,7 +198,9 @@ def deep_merge(base: dict, update: dict) -> dict:
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        from . import recipe_names  # the packaged recipes, named in the error
+
+        raise ConfigError(f"{path}: config file not found (or a packaged recipe: {', '.join(recipe_names())})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:

@@ -1,8 +1,9 @@
 """The global batch size of each optimizer step, and how it splits into micro-batches.
 
-The batch is counted in sequences (tokens / seq_len). With a ramp it grows linearly from ``start`` to ``end``
-tokens over ``ramp_steps`` optimizer steps, rounded down to a whole number of micro-batches on every rank
-(the report's 2M → 4M tokens). Where each step's batch starts in the sampler is the train state's
+The batch is counted in sequences (tokens / seq_len). With a linear ramp it grows from ``start`` to ``end``
+tokens over ``ramp_steps`` optimizer steps; with a step ramp it is ``start`` until ``ramp_steps`` and ``end``
+after (the Xmodel-2 report's 2M → 4M tokens, §2.5); both rounded down to a whole number of micro-batches on
+every rank. Where each step's batch starts in the sampler is the train state's
 ``data_position``, which advances by every step's batch (a skipped non-finite step's too); `prefetch` splits it
 into micro-batches rank-major, so the data order does not depend on the number of ranks or accumulation steps.
 """
@@ -20,6 +21,7 @@ class BatchPlan:
     end_tokens: int         # global batch, tokens, after the ramp
     start_tokens: int | None = None
     ramp_steps: int = 0
+    ramp: str = "linear"    # linear: grow step by step; step: start_tokens until ramp_steps, then end_tokens
 
     @property
     def unit(self) -> int:
@@ -33,6 +35,8 @@ class BatchPlan:
         """Global batch size (sequences) of optimizer step `step`."""
         if self.start_tokens is None or self.ramp_steps <= 0 or step >= self.ramp_steps:
             return self._round(self.end_tokens)
+        if self.ramp == "step":  # Xmodel-2 §2.5: 2M tokens, then 4M
+            return self._round(self.start_tokens)
         tokens = self.start_tokens + (self.end_tokens - self.start_tokens) * step / self.ramp_steps
         return self._round(tokens)
 

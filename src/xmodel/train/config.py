@@ -23,6 +23,7 @@ class TrainConfig:
     batch_tokens: int = 32768                # global batch after the ramp
     batch_tokens_start: int | None = None    # ramp start (None = no ramp)
     batch_ramp_steps: int = 0
+    batch_ramp: Literal["linear", "step"] = "linear"  # step: batch_tokens_start until batch_ramp_steps, then all
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: Literal["adamw", "muon"] = "adamw"  # muon: Muon for hidden matrices, AdamW for the rest
     mup_lr_policy: Literal["xmodel-2.5", "table6", "standard"] = "xmodel-2.5"  # see xmodel.model.mup

@@ -20,7 +20,7 @@ from .schedule import ScheduleConfig
 def plan_record(plan: BatchPlan) -> dict:
     """The parts of a batch plan that fix which sequences each step trains on (not how they are split)."""
     return {"seq_len": plan.seq_len, "batch_tokens": plan.end_tokens, "batch_tokens_start": plan.start_tokens,
-            "batch_ramp_steps": plan.ramp_steps}
+            "batch_ramp_steps": plan.ramp_steps, "batch_ramp": plan.ramp}
 
 
 @dataclass
@@ -50,6 +50,8 @@ class TrainState:
             raise XmodelError(f"{where}: unknown train-state field {unknown[0]!r} (written by a newer Xmodel?)")
         values = dict(data)
         values["schedule"] = ScheduleConfig(**values.get("schedule", {}))
+        if values.get("batch"):  # written before the step ramp existed: those ramps were linear
+            values["batch"] = {"batch_ramp": "linear", **values["batch"]}
         return cls(**values)
 
 

@@ -157,7 +157,7 @@ def standard_callbacks(train: TrainConfig, model_cfg: XmodelConfig, seq_len: int
 def batch_plan(train: TrainConfig, seq_len: int, world_size: int) -> BatchPlan:
     plan = BatchPlan(seq_len=seq_len, micro_batch=train.micro_batch_size, world_size=world_size,
                      end_tokens=train.batch_tokens, start_tokens=train.batch_tokens_start,
-                     ramp_steps=train.batch_ramp_steps)
+                     ramp_steps=train.batch_ramp_steps, ramp=train.batch_ramp)
     try:
         plan.validate()
     except ValueError as e:
