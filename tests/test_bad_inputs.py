@@ -60,6 +60,7 @@ def world(tmp_path_factory) -> dict[str, str]:
     (root / "yaml_bad.yaml").write_text("train: [unclosed\n")
     (root / "yaml_unknown_field.yaml").write_text("train:\n  max_stepz: 3\n")
     (root / "not_utf8.txt").write_bytes(b"\xff\xfe\xfa broken")
+    (root / "junk.gguf").write_bytes(b"GGUF" + bytes(range(100)))
     _loading_world(root)
     busy = socket.socket()  # a port in use: listening, as a running server's would be
     busy.bind(("127.0.0.1", 0))
@@ -70,7 +71,7 @@ def world(tmp_path_factory) -> dict[str, str]:
         "no_shape": root / "no_shape", "nan_weights": root / "nan_weights", "empty": root / "empty",
         "missing": root / "no-such-thing", "out": root / "out", "yaml_gpt5": root / "yaml_gpt5.yaml",
         "yaml_bad": root / "yaml_bad.yaml", "yaml_unknown_field": root / "yaml_unknown_field.yaml",
-        "not_utf8": root / "not_utf8.txt", "truncated_unlisted": root / "truncated_unlisted",
+        "not_utf8": root / "not_utf8.txt", "junk_gguf": root / "junk.gguf", "truncated_unlisted": root / "truncated_unlisted",
         "tiny_context": root / "tiny_context", "eval_data": root / "eval-data", "llama": root / "llama",
         "llama_truncated": root / "llama_truncated", "llama_corrupt_header": root / "llama_corrupt_header",
         "existing_gguf": root / "existing.gguf", "busy_port": busy.getsockname()[1]}.items()}
@@ -187,6 +188,42 @@ CASES = [
     # ---- tune ---------------------------------------------------------------------------------------------
     ("tune-report-missing-storage", ["tune", "report", "--storage", "{root}/none/MISSING.db", "--study-name", "x",
                                      "--output", "{out}"], "no such study database", "{root}/none"),
+    ("tune-mup-unknown-optimizer", ["tune", "mup", "--data", "synthetic", "--output", "{out}",
+                                    "--tune.mup.optimizers", "[adamw, sgd]"], "tune.mup.optimizers", "{out}"),
+    ("tune-mup-unknown-policy", ["tune", "mup", "--data", "synthetic", "--output", "{out}",
+                                 "--tune.mup.lr_policies", "[table7]"], "tune.mup.lr_policies", "{out}"),
+    ("tune-transfer-unknown-parametrisation", ["tune", "transfer", "--data", "synthetic", "--output", "{out}",
+                                               "--tune.transfer.parametrisations", "[mup:nope]"],
+     "tune.transfer.parametrisations", "{out}"),
+    # ---- train: optimizers, policies, recipes, starting points --------------------------------------------
+    ("train-unknown-optimizer", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--train.optimizer",
+                                 "sgd", "--output", "{out}"], "train.optimizer", "{out}"),
+    ("train-unknown-lr-policy", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--train.mup_lr_policy",
+                                 "table7", "--output", "{out}"], "train.mup_lr_policy", "{out}"),
+    ("train-unknown-batch-ramp", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--train.batch_ramp",
+                                  "cubic", "--output", "{out}"], "train.batch_ramp", "{out}"),
+    ("train-unknown-recipe", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--config", "xmodel-3",
+                              "--output", "{out}"], "packaged recipe: xmodel-2, xmodel-lm", "{out}"),
+    ("train-muon-bad-momentum", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}",
+                                 "--train.muon_momentum", "1.5", "--output", "{out}"], "muon_momentum", "{out}"),
+    ("train-init-from-missing", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--init-from",
+                                 "{missing}", "--output", "{out}"], "no-such-thing", "{out}"),
+    ("train-init-from-and-from", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--init-from",
+                                  "{model}", "--stage", "decay", "--from", "{model}", "--output", "{out}"],
+     "--init-from and --from", "{out}"),
+    ("train-init-from-with-preset", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--init-from",
+                                     "{model}", "--preset", "tiny", "--output", "{out}"], "--preset and --init-from",
+     "{out}"),
+    ("train-init-from-shape-override", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--init-from",
+                                        "{model}", "--model.num_hidden_layers", "3", "--output", "{out}"],
+     "drop the override", "{out}"),
+    ("train-init-from-truncated", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--init-from",
+                                   "{truncated}", "--output", "{out}"], "truncated", "{out}"),
+    ("train-negative-warmup", ["train", "--data", "{empty}", "--tokenizer", "{tokenizer}", "--warmup-steps", "-3",
+                               "--output", "{out}"], "--warmup-steps", "{out}"),
+    ("info-unknown-recipe", ["info", "--config", "xmodel-3"], "packaged recipe", None),
+    ("import-junk-gguf", ["import", "{junk_gguf}", "{out}"], "not a readable GGUF file", "{out}"),
+    ("import-missing-gguf", ["import", "{root}/none.gguf", "{out}"], "no such GGUF file", "{out}"),
     # ---- loading a model folder: generate, chat, serve, eval, export, import --------------------------------
     # A damaged weight file is named: by the checksums Xmodel saved beside it, else by the safetensors reader.
     ("generate-truncated", ["generate", "{truncated}", "--prompt", "hi"],
