@@ -412,3 +412,47 @@ def test_transfer_compares_named_lr_policies():
     analysis = analyse(results, [64, 128, 256, 512], [0.005, 0.01, 0.02, 0.04], ["mup:table6", "mup:standard"])
     assert analysis["parametrisations"]["mup:table6"]["optimum"][64]["grid"] == 0.01
     assert analysis["parametrisations"]["mup:standard"]["drift"] == 1.0
+
+
+@pytest.mark.slow
+def test_depth_transfer_with_residual_scaling_drifts_less(prepared, tmp_path, capsys):
+    """Transfer across depth (2 → 16 layers, 8×) at a tiny budget: with the residual branches scaled by
+    scale_depth/√L the optimum learning rate stays within one grid step, and moves no more than without it."""
+    out = tmp_path / "depth"
+    lrs = [2.0 ** -k for k in range(9, 4, -1)]
+    rc = main(["tune", "transfer", "--data", str(prepared.path), "--output", str(out), "--threads", "1",
+               "--tune.transfer.axis", "depth", "--tune.transfer.depths", "[2, 4, 8, 16]",
+               "--tune.transfer.parametrisations", "[mup, mup:unscaled-depth]",
+               "--tune.transfer.lrs", json.dumps(lrs), "--tune.transfer.tokens", str(24 * 512),
+               "--model.hidden_size", "64", "--model.num_attention_heads", "1", "--model.num_key_value_heads", "1",
+               "--model.intermediate_size", "160", "--model.dim_model_base", "64",
+               "--train.micro_batch_size", "4", "--train.batch_tokens", "2048", "--train.eval_sequences", "8",
+               "--train.precision", "fp32", "--train.peak_flops", "1e11"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    analysis = json.loads((out / "analysis.json").read_text())
+    scaled, unscaled = (analysis["parametrisations"][p] for p in ("mup", "mup:unscaled-depth"))
+    assert analysis["axis"] == "depth" and set(scaled["optimum"]) == {"2", "4", "8", "16"}
+    assert scaled["drift_steps"] <= 1.0 + 1e-9, printed
+    assert scaled["drift_steps"] <= unscaled["drift_steps"] + 1e-9, printed
+    assert "across depths 2–16" in printed
+
+
+@pytest.mark.slow
+def test_wsd_branches_trace_the_cosine_envelope(tmp_path, capsys):
+    """WSD decay branches from four points of one stable run, against cosine runs planned for each branch's end:
+    every branch ends below the loss it started from, and on average the branches are not worse than cosine."""
+    out = tmp_path / "schedules"
+    rc = main(["tune", "schedules", "--data", "synthetic", "--output", str(out), "--threads", "1",
+               "--tune.schedules.stable_steps", "24", *TINY_MODEL, "--train.micro_batch_size", "4",
+               "--train.batch_tokens", "256", "--train.eval_sequences", "8", "--train.precision", "fp32",
+               "--train.peak_flops", "1e11"])
+    assert rc == 0
+    result = json.loads((out / "schedules.json").read_text())
+    rows = result["rows"]
+    assert [r["branch_start"] for r in rows] == [6, 12, 18, 24]
+    for r in rows:  # a decay branch lowers the held-out loss below that of the point it branched from
+        assert r["wsd_branch"] < r["stable_heldout"], r
+    gap = sum(r["wsd_branch"] - r["cosine"] for r in rows) / len(rows)
+    assert gap < 0.05 * sum(r["cosine"] for r in rows) / len(rows), rows
+    assert (out / "schedules.png").stat().st_size > 10_000

@@ -17,10 +17,13 @@ EXPERIMENTS = {
            "over the Xmodel-2 report's Table 5 space, on the nano model",
     "coord-check": "μP coordinate check: activation RMS over the first steps at several widths, μP vs standard "
                    "parametrisation (microsoft/mup's method)",
-    "transfer": "μTransfer validation: learning-rate sweeps at ≥ 4 widths under μP and standard "
-                "parametrisation, with the optimum learning rate per width and its drift",
+    "transfer": "μTransfer validation: learning-rate sweeps at ≥ 4 widths (or depths: tune.transfer.axis) under "
+                "μP and standard parametrisation (or μP variants), with the optimum learning rate per size and "
+                "its drift",
     "mixture": "decay-stage data-ratio search: SFT share and the distribution over the five SFT categories, "
                "every trial a decay branch from one stable checkpoint",
+    "schedules": "WSD vs cosine at equal tokens: decay branches from several points of one stable run against a "
+                 "cosine run planned for each branch's end (the loss envelope)",
     "report": "plots, summary and best config of an existing study (e.g. one shared by several machines)",
 }
 
@@ -93,6 +96,11 @@ def run(args) -> int:
         from ..tune.transfer import run_transfer
 
         return run_transfer(cfg, data, out)
+    if args.experiment == "schedules":
+        from ..tune.schedules import run_schedules
+
+        run_schedules(cfg, data, out)
+        return 0
     return run_mixture(args, cfg, data, out)
 
 

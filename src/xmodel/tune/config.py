@@ -113,13 +113,17 @@ class TransferConfig:
     layers: int | None = None
     warmup_fraction: float = 0.1
     sp_init_std: float = 0.02
-    # what is compared: "mup", "sp", or μP under a named LR policy ("mup:xmodel-2.5", "mup:table6", "mup:standard")
+    # what is compared: "mup", "sp", μP under a named LR policy ("mup:xmodel-2.5", "mup:table6", "mup:standard"),
+    # or μP without scale_depth/√L ("mup:unscaled-depth")
     parametrisations: list[str] = field(default_factory=lambda: ["mup", "sp"])
+    axis: Literal["width", "depth"] = "width"  # depth: the sweep runs over `depths` at the config's width
+    depths: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
 
     def validate(self):
         _check_widths(self.widths, 4, 8)
+        _check_widths(self.depths, 4, 4, what="depths")
         _check_choices("parametrisations", self.parametrisations,
-                       ("mup", "sp", "mup:xmodel-2.5", "mup:table6", "mup:standard"))
+                       ("mup", "sp", "mup:xmodel-2.5", "mup:table6", "mup:standard", "mup:unscaled-depth"))
         if len(self.lrs) < 3 or any(lr <= 0 for lr in self.lrs):
             raise ValueError(f"lrs: need at least 3 positive learning rates, got {self.lrs}")
         if self.tokens <= 0 or self.seeds <= 0:
@@ -166,16 +170,36 @@ class MixtureSearchConfig:
 
 
 @dataclass
+class SchedulesConfig:
+    """WSD vs cosine at equal tokens (`xmodel tune schedules`): a stable run of `stable_steps`, decay branches of
+    `decay_fraction` of their start from `branch_fractions` of it (half-life `half_life_fraction` of the
+    branch), and one cosine run planned for each branch's end."""
+
+    stable_steps: int = 96
+    branch_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    decay_fraction: float = 0.125
+    half_life_fraction: float = 0.25
+    warmup_steps: int = 4
+
+    def validate(self):
+        if self.stable_steps < 2 or not self.branch_fractions or any(not 0 < f <= 1 for f in self.branch_fractions):
+            raise ValueError(f"branch_fractions: fractions in (0, 1] of stable_steps ≥ 2, got {self.branch_fractions}")
+        if not 0 < self.decay_fraction <= 1 or not 0 < self.half_life_fraction:
+            raise ValueError(f"decay_fraction: must be in (0, 1], got {self.decay_fraction}")
+
+
+@dataclass
 class TuneConfig:
     study: StudyConfig = field(default_factory=StudyConfig)
     mup: MupSearchConfig = field(default_factory=MupSearchConfig)
     coord: CoordCheckConfig = field(default_factory=CoordCheckConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     mixture: MixtureSearchConfig = field(default_factory=MixtureSearchConfig)
+    schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
 
 
-def _check_widths(widths: list[int], count: int, span: int) -> None:
+def _check_widths(widths: list[int], count: int, span: int, what: str = "widths") -> None:
     if len(widths) < count or any(w <= 0 for w in widths):
-        raise ValueError(f"widths: need at least {count} positive widths, got {widths}")
+        raise ValueError(f"{what}: need at least {count} positive {what}, got {widths}")
     if max(widths) < span * min(widths):
-        raise ValueError(f"widths: must span at least {span}× (smallest {min(widths)}, largest {max(widths)})")
+        raise ValueError(f"{what}: must span at least {span}× (smallest {min(widths)}, largest {max(widths)})")

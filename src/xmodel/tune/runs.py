@@ -84,7 +84,7 @@ class TrialEvaluations(Callback):
 
     def on_step(self, run, record):
         step, last = run.state.step - self.first, run.last_step - self.first
-        if step % self.every and step != last:
+        if (not self.every or step % self.every) and step != last:  # every 0: the last step only
             return
         value, self.parts = self.objective(run.built.model, run.train.micro_batch_size, run.built.amp_dtype)
         self.evaluations.append((step, value))

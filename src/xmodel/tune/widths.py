@@ -19,16 +19,18 @@ from .space import derive
 
 Parametrisation = Literal["mup", "sp"]
 PARAMETRISATIONS: tuple[Parametrisation, ...] = ("mup", "sp")
-# μP under a named learning-rate policy ("mup:table6", see xmodel.model.mup); plain "mup" keeps the config's.
-POLICY_VARIANTS = tuple(f"mup:{p}" for p in ("xmodel-2.5", "table6", "standard"))
-LABELS = {"mup": "μP", "sp": "SP", **{v: f"μP {v.split(':')[1]}" for v in POLICY_VARIANTS}}
+# Variants of μP, as config changes: under a named learning-rate policy ("mup:table6", see xmodel.model.mup;
+# plain "mup" keeps the config's), or without the residual branches' scale_depth/√L (depth transfer's control).
+MUP_VARIANTS = {**{f"mup:{p}": {"train.mup_lr_policy": p} for p in ("xmodel-2.5", "table6", "standard")},
+                "mup:unscaled-depth": {"model.scale_depth": None}}
+LABELS = {"mup": "μP", "sp": "SP", **{v: f"μP {v.split(':')[1]}" for v in MUP_VARIANTS}}
 
 
 def at_width(cfg: Config, width: int, parametrisation: str, *, layers: int | None = None,
              sp_init_std: float = 0.02) -> Config:
     """`cfg` at `width` under "mup", "sp" or "mup:<lr policy>"."""
-    if parametrisation in POLICY_VARIANTS:
-        cfg = derive(cfg, {"train.mup_lr_policy": parametrisation.split(":", 1)[1]})
+    if parametrisation in MUP_VARIANTS:
+        cfg = derive(cfg, MUP_VARIANTS[parametrisation])
         parametrisation = "mup"
     m = cfg.model
     head_dim = m.head_dim
