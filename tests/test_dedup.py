@@ -148,3 +148,25 @@ def test_buckets_and_rounds_limit_the_search(planted):
     full = run_dedup(texts, DedupConfig())[0]
     assert len(one) < len(three) <= len(full)
     assert one <= full and three <= full
+
+
+def test_signature_buckets_reading_finds_close_pairs_with_rounds(planted):
+    """The other reading of "bucket size of 1 million": 2^20-key hash buckets on 20-bit bands of the signature.
+    One round compares only documents that agree on one band; three disjoint bands find every pair within
+    Hamming distance 2 (pigeonhole), and the pairs found are a subset of the full search's."""
+    from xmodel.data.dedup import signature_buckets
+
+    originals, copies = planted
+    texts = originals[:300] + copies[:300]
+    sig, _ = SimHasher(2).signatures(texts)
+    dist = np.bitwise_count(sig[:, None] ^ sig[None, :])
+    close = {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(dist <= 2, 1)))}
+    together = set()
+    for r in range(3):
+        for group in signature_buckets(sig, r, 1 << 20):
+            together |= {(int(a), int(b)) for a in group for b in group if a < b}
+    assert close and close <= together
+    one = run_dedup(texts, DedupConfig(bucket_reading="signature", rounds=1))[0]
+    three = run_dedup(texts, DedupConfig(bucket_reading="signature", rounds=3))[0]
+    full = run_dedup(texts, DedupConfig())[0]
+    assert one <= three <= full and len(one) <= len(three)

@@ -146,10 +146,13 @@ class DedupConfig:
     short_threshold: the distance used when either document is shorter than that (short, templated records
         such as SFT questions share most of their words, so they need a stricter bound).
     shingle: words per feature (word n-grams).
-    bucket_size: documents per dedup bucket (the Xmodel-2 report's 1M); near-duplicates are searched within a
-        bucket, so memory and time stay linear in the corpus.
-    rounds: passes with a different bucket assignment each (round 0 buckets in corpus order, later rounds
-        after a seeded shuffle), so duplicates that land in different buckets can still meet.
+    bucket_size: the Xmodel-2 report's "bucket size of 1 million", in one of two readings (`bucket_reading`):
+        "documents" — buckets of that many documents, near-duplicates searched within a bucket, so memory and
+        time stay linear in the corpus; "signature" — that many hash buckets, keyed by a 20-bit band of the
+        signature, documents sharing a key compared (classic SimHash tables).
+    rounds: passes with a different bucket assignment each, so duplicates that land in different buckets can
+        still meet: "documents" — round 0 buckets in corpus order, later rounds after a seeded shuffle;
+        "signature" — round r uses the band at bit 20·r (3 rounds find every pair within distance 2).
     blocks: how many blocks the 64 bits are cut into for the banded index (None = chosen for the threshold).
     """
 
@@ -162,6 +165,7 @@ class DedupConfig:
     bucket_size: int = 1_000_000
     rounds: int = 1
     blocks: int | None = None
+    bucket_reading: Literal["documents", "signature"] = "documents"
 
     def validate(self) -> None:
         if not 0 <= self.short_threshold <= self.threshold <= 16:

@@ -93,6 +93,32 @@ def bucket_members(n: int, round_: int, bucket: int, bucket_size: int) -> np.nda
     return np.sort(order[bucket * bucket_size:(bucket + 1) * bucket_size])
 
 
+BAND_BITS = 20  # a signature bucket key: 20 bits of the signature, ~1M buckets
+
+
+def signature_buckets(sig: np.ndarray, round_: int, bucket_count: int) -> list[np.ndarray]:
+    """The "1M hash buckets" reading: round r keys each signature by its 20-bit band starting at bit 20·r (mod
+    64), taken modulo `bucket_count`; documents sharing a key are compared. Two signatures within Hamming
+    distance k < rounds agree on at least one of `rounds` disjoint bands (pigeonhole), so 3 rounds find every
+    pair within distance 2 and most within the threshold."""
+    shift = np.uint64((BAND_BITS * round_) % 64)
+    rotated = (sig >> shift) | (sig << (np.uint64(64) - shift)) if shift else sig
+    keys = (rotated & np.uint64((1 << BAND_BITS) - 1)) % np.uint64(bucket_count)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    groups = np.split(order, starts[1:])
+    return [np.sort(g) for g in groups if len(g) > 1]
+
+
+def round_groups(sig: np.ndarray, dcfg) -> list[np.ndarray]:
+    """Every group of candidate positions to compare, all rounds, in a fixed order (tasks take every k-th)."""
+    n = len(sig)
+    if dcfg.bucket_reading == "signature":
+        return [g for r in range(dcfg.rounds) for g in signature_buckets(sig, r, dcfg.bucket_size)]
+    return [bucket_members(n, r, b, dcfg.bucket_size) for r, b in work_units(n, dcfg.bucket_size, dcfg.rounds)]
+
+
 def candidates(sigs: dict, exact: bool) -> np.ndarray:
     """Positions that take part in near-dedup: all, or those that survived exact dedup."""
     if not exact:
@@ -103,12 +129,11 @@ def candidates(sigs: dict, exact: bool) -> np.ndarray:
 def find_pairs(sigs: dict, dcfg, rank: int, world_size: int) -> np.ndarray:
     """uid pairs found by this task's (round, bucket) units."""
     keep = candidates(sigs, dcfg.exact)
-    units = work_units(len(keep), dcfg.bucket_size, dcfg.rounds)
     found = []
-    for unit_index, (round_, bucket) in enumerate(units):
+    for unit_index, group in enumerate(round_groups(sigs["sig"][keep], dcfg)):
         if unit_index % world_size != rank:
             continue
-        members = keep[bucket_members(len(keep), round_, bucket, dcfg.bucket_size)]
+        members = keep[group]
         pairs = near_duplicate_pairs(sigs["sig"][members], sigs["nfeat"][members], dcfg.threshold,
                                      short_threshold=dcfg.short_threshold, short_tokens=dcfg.short_tokens,
                                      blocks=dcfg.blocks)
@@ -131,7 +156,8 @@ def decide_removals(sigs: dict, pairs: np.ndarray, dcfg, source_names: dict[int,
     report: dict = {"documents": {}, "exact_removed": {}, "near_removed": {}, "pairs": int(len(pairs)),
                     "settings": {"exact": dcfg.exact, "near": dcfg.near, "threshold": dcfg.threshold,
                                  "short_threshold": dcfg.short_threshold, "short_tokens": dcfg.short_tokens,
-                                 "shingle": dcfg.shingle, "bucket_size": dcfg.bucket_size, "rounds": dcfg.rounds}}
+                                 "shingle": dcfg.shingle, "bucket_size": dcfg.bucket_size, "rounds": dcfg.rounds,
+                                 "bucket_reading": dcfg.bucket_reading}}
     for index, name in source_names.items():
         sel = src == index
         for key, arr in (("documents", sel), ("exact_removed", sel & exact), ("near_removed", sel & near)):
