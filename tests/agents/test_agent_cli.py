@@ -48,7 +48,21 @@ def test_table4_layout_and_published_rows():
                       "fever": {"value": 20.0, "n": 5}, "alfworld": {"value": 0.0, "n": 5}}}
     header, rows, idx = suite.table4_rows([ours])
     assert header == ["Model", "HotpotQA EM", "FEVER EM", "AlfWorld SR", "WebShop SR", "Avg"]
-    assert idx == {14} and rows[14] == ["m (n=5)", "10.00", "20.00", "0.00", "–", "10.00†"]
+    # A row on the covered questions says it is the easier set, not ReAct's picks.
+    assert idx == {14} and rows[14] == ["m (n=5) [covered subset: easier, not ReAct's picks]", "10.00", "20.00",
+                                        "0.00", "–", "10.00†"]
+    ours["tasks"]["hotpotqa"]["subset"] = "react"
+    assert suite.table4_rows([ours])[1][14][0] == "m (n=5)"
+
+
+def test_reacts_picks_are_the_default():
+    """`xmodel agent run` and the agent suite default to ReAct's question picks; the oracle to the covered set."""
+    from xmodel.cli.main import build_parser
+
+    assert suite.AgentSettings().subset == "react"
+    parser = build_parser()
+    assert parser.parse_args(["agent", "run", "m"]).subset == "react"
+    assert parser.parse_args(["agent", "oracle"]).subset == "covered"
 
 
 @pytest.mark.parametrize("args, needle", [

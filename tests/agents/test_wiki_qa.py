@@ -114,6 +114,20 @@ def test_hotpot_sample_is_covered_and_react_sample_reports_coverage(data_root, w
     assert summary["covered"] < 100 < summary["unknown_or_nei"]   # ReAct's sample is mostly off the store
 
 
+def test_react_picks_are_reacts_notebook_picks(data_root, wiki):
+    """ReAct's notebooks: idxs = list(range(7405)); random.Random(233).shuffle(idxs); for i in idxs[:500]. FEVER.ipynb
+    prints its picks: the first eight and the 500th are these indices and claims."""
+    assert qa.react_indices(8) == [3687, 6238, 5388, 3522, 3824, 2866, 1551, 2544]
+    assert len(qa.react_indices(None)) == 7405 and qa.react_indices(500)[-1] == 4082
+    fever = qa.load_fever(data_root, wiki, "react")          # n=None: ReAct's 500
+    assert len(fever) == 500
+    assert [it.question for it in fever[:3]] == ["Paramore is not from Tennessee.", "Eric Church is a sound mixer.",
+                                                 "Victoria Palace Theatre is barely in the West End."]
+    assert fever[-1].question == "Bethany Hamilton's biopic was directed by Sean McNamara."
+    hotpot = qa.load_hotpotqa(data_root, wiki, "react")
+    assert len(hotpot) == 500 and [it.uid for it in hotpot[:3]] == ["dev-3687", "dev-6238", "dev-5388"]
+
+
 def test_fever_coverage_matches_the_data_kit(data_root, wiki):
     """SOURCES.md: 2,356 paper_dev claims have at least one complete evidence set in the passage store."""
     import json

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from xmodel.errors import XmodelError
-from xmodel.eval.calibration import calibration, choice_confidences, reliability_diagram
+from xmodel.eval.calibration import (calibration, choice_confidences, mmlu_calibration, per_choice_points,
+                                     reliability_diagram)
 from xmodel.eval.scaling_law import WIKITEXT2_TEST, fit_power_law, loss_by_position, power_law
 
 
@@ -28,6 +29,50 @@ def test_overconfident_predictor_has_large_ece():
     assert result.bin_count[8] == 10_000  # 0.9 falls in the (0.8, 0.9] bin
 
 
+def _samples_with_probabilities(rows):
+    """lm-eval MMLU records whose softmax over the four letters gives exactly `probs` (log p as the
+    log-likelihood), with the given gold letter."""
+    return {"xmodel_mmlu_x": [{"filtered_resps": [[float(np.log(p)), False] for p in probs], "target": gold}
+                              for probs, gold in rows]}
+
+
+def test_per_choice_calibration_bins_every_option():
+    """Figure 4: each option's probability against whether it is the correct one, four points per question."""
+    rows = [([0.72, 0.12, 0.09, 0.07], 0),  # confident and right
+            ([0.05, 0.83, 0.06, 0.06], 2),  # confident and wrong
+            ([0.44, 0.33, 0.15, 0.08], 1),  # unsure, wrong
+            ([0.25, 0.25, 0.25, 0.25], 3)]  # uniform
+    cal = mmlu_calibration(_samples_with_probabilities(rows))
+    per = cal.per_choice
+    assert cal.questions == 4 and per.n == 16
+    # Bins (0, .1], (.1, .2], …: .09 .07 .05 .06 .06 .08 | .12 .15 | four .25 | .33 | .44 | – | – | .72 | .83
+    assert per.bin_count == [6, 2, 4, 1, 1, 0, 0, 1, 1, 0]
+    # Share of each bin's options that are correct: the gold .06 of question 2 in bin 0, the gold .25 of
+    # question 4 in bin 2, the gold .33 of question 3 in bin 3, the gold .72 of question 1 in bin 7.
+    assert per.bin_accuracy == [pytest.approx(1 / 6), 0.0, 0.25, 1.0, 0.0, None, None, 1.0, 0.0, None]
+    assert per.bin_confidence[0] == pytest.approx(0.41 / 6) and per.bin_confidence[1] == pytest.approx(0.135)
+    assert per.accuracy == pytest.approx(0.25)  # one correct option in four
+    expected_ece = (6 * abs(1 / 6 - 0.41 / 6) + 2 * 0.135 + 4 * 0.0 + (1 - 0.33) + 0.44 + (1 - 0.72) + 0.83) / 16
+    assert per.ece == pytest.approx(expected_ece)
+    # Top label: one point per question, the chosen letter's probability and whether it was right (question 4's
+    # tie picks A, the first letter, as the argmax does; its gold is D).
+    top = cal.top_label
+    assert top.n == 4 and top.bin_count == [0, 0, 1, 0, 1, 0, 0, 1, 1, 0]
+    assert top.bin_accuracy == [None, None, 0.0, None, 0.0, None, None, 1.0, 0.0, None]
+    assert top.accuracy == pytest.approx(0.25)
+    d = cal.to_dict()
+    assert set(d) == {"questions", "per_choice", "top_label"} and d["per_choice"]["bin_count"] == per.bin_count
+
+
+def test_perfectly_calibrated_options_have_small_per_choice_ece():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=50_000)
+    gold = np.array([rng.choice(4, p=p) for p in probs])  # the correct option drawn with its own probability
+    conf, correct = per_choice_points(probs, gold)
+    result = calibration(conf, correct)
+    assert result.n == 200_000 and result.ece < 0.01
+
+
 def test_confidences_from_lm_eval_samples_and_plot(tmp_path):
     # Two questions as lm-eval logs them: one (loglikelihood, is_greedy) pair per letter, and the gold index.
     samples = {"xmodel_mmlu_x": [
@@ -39,6 +84,8 @@ def test_confidences_from_lm_eval_samples_and_plot(tmp_path):
     assert conf[0] == pytest.approx(p1) and correct.tolist() == [True, False]
     path = reliability_diagram(calibration(conf, correct), tmp_path / "cal.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    both = reliability_diagram(mmlu_calibration(samples), tmp_path / "both.png")  # per choice beside top label
+    assert both.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob("*.tmp"))
 
 

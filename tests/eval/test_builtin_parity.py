@@ -92,13 +92,15 @@ class HashLM:
     """A deterministic scorer without a model: each request's log-likelihood (or generation) is a function of
     its text alone, so two tasks that send the same requests get the same scores."""
 
+    @staticmethod
+    def _h_static(*parts):
+        return int(hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:8], 16)
+
     def __new__(cls):
         from lm_eval.api.model import LM
 
         class _HashLM(LM):
-            @staticmethod
-            def _h(*parts):
-                return int(hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:8], 16)
+            _h = staticmethod(HashLM._h_static)
 
             def loglikelihood(self, reqs, disable_tqdm=False):
                 return [(-(self._h(*r.args) % 1000) / 100.0, False) for r in reqs]
@@ -162,6 +164,14 @@ def hub_rows_for(name, data_root):
     if name == "gsm8k":
         return {"test": lf.read_records(data_root / "eval/gsm8k/test.jsonl"),
                 "train": lf.read_records(data_root / "sft/math/gsm8k_train.jsonl")}
+    if name == "xcopa_zh":  # the official files are the hub rows
+        return {"test": lf.read_records(data_root / "eval/xcopa/test.zh.jsonl"),
+                "validation": lf.read_records(data_root / "eval/xcopa/val.zh.jsonl")}
+    if name == "xnli_zh":
+        return {"validation": local(data_root, "eval/xnli/zh/dev.tsv", "xnli_tsv")}
+    if name == "arc_zh":
+        return {split: local(data_root, f"eval/arc_zh/zh_{split}.json", "okapi_arc")
+                for split in ("test", "validation", "train")}
     raise KeyError(name)
 
 
@@ -174,6 +184,10 @@ SINGLE = [
     ("piqa", "piqa/piqa.yaml", "xmodel_piqa", 30),
     ("winogrande", "winogrande/default.yaml", "xmodel_winogrande", 100),
     ("gsm8k", "gsm8k/gsm8k.yaml", "xmodel_gsm8k", 8),
+    # Xmodel-LM's Chinese table: lm-eval's xcopa_zh, xnli_zh and okapi arc_zh on the data kit's files.
+    ("xcopa_zh", "xcopa/default_zh.yaml", "xmodel_xcopa_zh", 100),
+    ("xnli_zh", "xnli/xnli_zh.yaml", "xmodel_xnli_zh", 100),
+    ("arc_zh", "okapi/arc_multilingual/arc_zh.yaml", "xmodel_arc_zh", 100),
 ]
 
 
@@ -226,17 +240,64 @@ def test_math_subject_matches_builtin(manager, data_root, short, category):
     assert scores(mine, 5) == scores(builtin, 5)
 
 
-def test_humaneval_prompts_match_builtin(manager, data_root):
+class AliasLM:
+    """A scorer for TriviaQA without a model: for about half of the questions (a hash of the prompt decides) it
+    answers with one of the gold aliases — in another case and with a trailing period, which the task's
+    filters and metric must forgive — and otherwise with a wrong answer."""
+
+    def __new__(cls):
+        from lm_eval.api.model import LM
+
+        class _AliasLM(LM):
+            def loglikelihood(self, reqs, disable_tqdm=False):
+                raise NotImplementedError
+
+            def loglikelihood_rolling(self, reqs, disable_tqdm=False):
+                raise NotImplementedError
+
+            def generate_until(self, reqs, disable_tqdm=False):
+                out = []
+                for r in reqs:
+                    h = HashLM._h_static(r.args[0])
+                    aliases = r.doc["answer"]["aliases"]
+                    out.append(f" {aliases[h % len(aliases)].upper()}" if h % 2 else " Napoleon Bonaparte")
+                return out
+
+        return _AliasLM()
+
+
+def test_triviaqa_matches_builtin_on_the_sample(manager, data_root):
+    """lm-eval's triviaqa on the kit's 3,000-question sample: same prompts, generation settings, filters and
+    exact-match scores (including matches on aliases) as the built-in task on the same rows in its hub layout."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    rows = local(data_root, "eval/triviaqa/triviaqa_sm_sub.llmfoundry.jsonl", "triviaqa_llmfoundry")
+    assert len(rows) == 3000 and rows[0]["question"].endswith("?")
+    builtin = builtin_task("triviaqa/default.yaml", {"validation": rows})
+    mine = our_task(manager, "xmodel_triviaqa")
+    assert requests(mine, 50) == requests(builtin, 50)
+    empty = TaskManager(include_path=str(TASKS_DIR / "code"), include_defaults=False)
+    got = []
+    for task in (mine, builtin):
+        res = simple_evaluate(model=AliasLM(), tasks=[task], task_manager=empty, limit=200, bootstrap_iters=0,
+                              random_seed=1234, log_samples=False)
+        (row,) = res["results"].values()
+        got.append(row["exact_match,remove_whitespace"])
+    assert got[0] == got[1] and 0.3 < got[0] < 0.7
+
+
+def test_humaneval_lmeval_prompts_match_builtin(manager, data_root):
     hub = {"test": lf.read_records(data_root / "eval/humaneval/HumanEval.jsonl.gz")}
     builtin = builtin_task("humaneval/humaneval.yaml", hub, offline_code_task=True)
-    assert requests(our_task(manager, "xmodel_humaneval"), 20) == requests(builtin, 20)
+    assert requests(our_task(manager, "xmodel_humaneval_lmeval"), 20) == requests(builtin, 20)
 
 
-def test_mbpp_prompts_match_builtin(manager, data_root):
+def test_mbpp_lmeval_prompts_match_builtin(manager, data_root):
     all_rows = lf.read_records(data_root / "eval/mbpp/mbpp.jsonl")
     hub = {"test": [r for r in all_rows if 11 <= r["task_id"] <= 510]}
     builtin = builtin_task("mbpp/mbpp.yaml", hub, offline_code_task=True)
-    mine = requests(our_task(manager, "xmodel_mbpp"), 5)
+    mine = requests(our_task(manager, "xmodel_mbpp_lmeval"), 5)
     assert mine == requests(builtin, 5)
     # The three shots are tasks 2, 3, 4 ending in [DONE], then the problem's own prompt.
     context = mine[0][3][0]

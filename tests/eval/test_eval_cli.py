@@ -19,8 +19,10 @@ def evaluated(tmp_path_factory, nano_model_dir, data_root):
     runs = {
         "commonsense": ["--suite", "commonsense", "--limit", "4"],
         "reasoning": ["--suite", "reasoning", "--limit", "1", "--max-gen-toks", "8"],
-        "code": ["--suite", "code", "--limit", "2", "--max-gen-toks", "24"],
+        "code": ["--suite", "code", "--limit", "2", "--max-gen-toks", "24", "--log-samples"],
         "chinese": ["--suite", "chinese", "--limit", "1"],
+        "xmodel-lm-chinese": ["--suite", "xmodel-lm-chinese", "--limit", "2"],
+        "triviaqa": ["--suite", "xmodel-lm-commonsense", "--tasks", "triviaqa", "--limit", "2", "--max-gen-toks", "8"],
         "scaling-law": ["--suite", "scaling-law", "--context-length", "128", "--max-windows", "4"],
     }
     codes = {name: main(["eval", *common, *args]) for name, args in runs.items()}
@@ -32,22 +34,35 @@ def test_every_suite_runs_end_to_end(evaluated):
     out, codes = evaluated
     assert codes == dict.fromkeys(codes, 0)
     res = json.loads((out / "results.json").read_text())
-    assert res["format"] == "xmodel-eval-results/1" and len(res["runs"]) == 5
+    assert res["format"] == "xmodel-eval-results/1" and len(res["runs"]) == 7
     expected = {"arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande", "gsm8k",
-                "math", "bbh", "mmlu", "humaneval", "mbpp", "cmmlu", "sciq", "ceval"}
+                "math", "bbh", "mmlu", "humaneval", "mbpp", "cmmlu", "sciq", "ceval", "arc_zh", "xcopa_zh",
+                "xnli_zh", "triviaqa"}
     assert set(res["benchmarks"]) == expected
     assert not res.get("skipped")
     for name, row in res["benchmarks"].items():
         assert 0.0 <= row["value"] <= 100.0, name
         assert row["settings"]["limit"] in (1, 2, 4)
-    shots = {n: res["benchmarks"][n]["num_fewshot"] for n in ("gsm8k", "math", "bbh", "mmlu", "mbpp")}
-    assert shots == {"gsm8k": 5, "math": 4, "bbh": 3, "mmlu": 0, "mbpp": 3}
+    shots = {n: res["benchmarks"][n]["num_fewshot"] for n in ("gsm8k", "math", "bbh", "mmlu", "mbpp", "arc_zh")}
+    assert shots == {"gsm8k": 5, "math": 4, "bbh": 3, "mmlu": 0, "mbpp": 0, "arc_zh": 0}  # MBPP: bigcode's, 0-shot
     assert res["benchmarks"]["mmlu"]["n"] == 57 and res["benchmarks"]["bbh"]["n"] == 27
     assert res["benchmarks"]["ceval"]["n"] == 52
     assert res["benchmarks"]["cmmlu"]["n"] == 67 and res["benchmarks"]["humaneval"]["n"] == 2
-    assert 0.0 <= res["calibration"]["ece"] <= 1.0 and res["calibration"]["n"] == 57
+    assert res["benchmarks"]["humaneval"]["protocol"] == "bigcode-evaluation-harness"
+    assert res["benchmarks"]["humaneval"]["sampling"] == {"n": 1, "decoding": "greedy", "metric": "pass@1"}
+    assert res["benchmarks"]["triviaqa"]["subset"].startswith("3,000-question sample")
+    assert {res["benchmarks"][n]["n"] for n in ("arc_zh", "xcopa_zh", "xnli_zh", "triviaqa")} == {2}
+    cal = res["calibration"]
+    assert cal["questions"] == 57 and cal["top_label"]["n"] == 57 and cal["per_choice"]["n"] == 4 * 57
+    assert 0.0 <= cal["top_label"]["ece"] <= 1.0 and 0.0 <= cal["per_choice"]["ece"] <= 1.0
     assert (out / "calibration_mmlu.png").read_bytes()[:4] == b"\x89PNG"
     assert res["code_sandbox"]["python_guard"] is True
+    # --log-samples: every code request's prompt and response, as lm-eval logs them.
+    samples = [json.loads(line) for line in (out / "samples_xmodel_humaneval.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 and (out / "samples_xmodel_mbpp.jsonl").is_file()
+    (prompt, gen_kwargs), = samples[0]["arguments"]
+    assert prompt.startswith("from typing import List") and not prompt.endswith("\n")
+    assert isinstance(samples[0]["resps"][0][0], str) and "pass@1" in samples[0]
     sl = res["scaling_law"]
     assert sl["context_length"] == 128 and sl["windows"] == 4 and len(sl["loss_by_position"]) == 127
     assert (out / "scaling_law_wikitext2.png").read_bytes()[:4] == b"\x89PNG"
@@ -58,9 +73,12 @@ def test_report_from_the_run(evaluated, tmp_path):
     out, _ = evaluated
     assert main(["report", str(out), "--output", str(tmp_path / "report")]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
-    for heading in ("## Commonsense reasoning (zero-shot)", "## Complex reasoning", "## Chinese",
-                    "## Calibration on MMLU", "## Post-training scaling law (WikiText-2)", "## Settings"):
+    for heading in ("## Commonsense reasoning (Xmodel-2 Table 2, zero-shot)", "## Complex reasoning (Xmodel-2 Table 3)",
+                    "## Commonsense reasoning (Xmodel-LM, zero-shot)", "## Chinese ability (Xmodel-LM, zero-shot)",
+                    "## C-Eval and CMMLU", "## Calibration on MMLU", "## Post-training scaling law (WikiText-2)",
+                    "## Settings"):
         assert heading in text
+    assert "| Xmodel-LM-1.1B | 26.24 | 60.60 | 36.02 | 40.95 |" in text and "‡" in text
     assert "| **nano (limit 4)** |" in text  # our row, labelled with its limit
     assert (tmp_path / "report" / "plots" / "nano_calibration_mmlu.png").is_file()
     assert "<img src='plots/nano_scaling_law_wikitext2.png'" in (tmp_path / "report" / "report.html").read_text()
@@ -74,11 +92,15 @@ def test_sampled_code_pass_at_k(nano_model_dir, data_root, tmp_path):
     row = json.loads((tmp_path / "results.json").read_text())["benchmarks"]["humaneval"]
     assert row["task"] == "xmodel_humaneval_sampled" and row["metric"] == "pass@1,all-samples"
     assert {"pass@1,all-samples", "pass@5,all-samples"} <= set(row["lm_eval_metrics"])
+    # bigcode's default temperature for pass@1-style sampling (n < 10), stated with the number.
+    assert row["sampling"]["temperature"] == 0.2 and row["sampling"]["top_p"] == 0.95
+    assert row["settings"]["code_temperature"] == 0.2 and "bigcode" in row["settings"]["code_sampling"][
+        "temperature_from"]
 
 
 @pytest.mark.slow
 def test_generation_budget_is_capped_to_a_short_context(nano_model_dir, data_root, tmp_path):
-    """HumanEval asks for 1024 tokens, more than a 128-token model holds (lm-eval would stop on its assertion):
+    """HumanEval asks for 512 tokens, more than a 128-token model holds (lm-eval would stop on its assertion):
     the budget is capped to half the context, and the results' settings say so."""
     short = tmp_path / "short"
     shutil.copytree(nano_model_dir, short)
@@ -87,7 +109,7 @@ def test_generation_budget_is_capped_to_a_short_context(nano_model_dir, data_roo
     assert main(["eval", str(short), "--suite", "code", "--tasks", "humaneval", "--limit", "1", "--output",
                  str(tmp_path / "out"), "--data-root", str(data_root)]) == 0
     res = json.loads((tmp_path / "out" / "results.json").read_text())
-    capped = {"to": 64, "context": 128, "tasks": {"xmodel_humaneval": 1024}}
+    capped = {"to": 64, "context": 128, "tasks": {"xmodel_humaneval": 512}}  # bigcode's 512-token budget
     assert res["benchmarks"]["humaneval"]["settings"]["max_gen_toks_capped"] == capped
     assert res["runs"][-1]["settings"]["max_gen_toks_capped"] == capped
 

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from xmodel.errors import XmodelError
+from xmodel.eval import local_files as lf
 from xmodel.eval.local_files import BenchmarkFileError, parse_bbh_cot_prompt, read_records
 from xmodel.eval.suites import BENCHMARKS, TASKS_DIR, leaf_tasks, missing_files, suite_benchmarks
 
@@ -17,7 +18,9 @@ EXPECTED_DOCS = {
     "arc_challenge": (1, 1172), "arc_easy": (1, 2376), "boolq": (1, 3270), "hellaswag": (1, 10042),
     "openbookqa": (1, 500), "piqa": (1, 1838), "winogrande": (1, 1267), "gsm8k": (1, 1319), "math": (7, 5000),
     "bbh": (27, 6511), "mmlu": (57, 14042), "humaneval": (1, 164), "mbpp": (1, 500), "cmmlu": (67, 11582),
-    "sciq": (1, 1000), "ceval": (52, 1346),
+    "sciq": (1, 1000), "ceval": (52, 1346), "humaneval_lmeval": (1, 164), "mbpp_lmeval": (1, 500),
+    # Xmodel-LM's tables: XCOPA zh test, XNLI zh validation (dev), Okapi ARC-zh test, the TriviaQA sample.
+    "xcopa_zh": (1, 500), "xnli_zh": (1, 2490), "arc_zh": (1, 1170), "triviaqa": (1, 3000),
 }
 
 
@@ -39,7 +42,8 @@ def test_task_renders_official_document_count(manager, name):
     # The first document renders to a prompt (and, for multiple choice, its choices).
     task = next(iter(tasks.values()))
     doc = task.eval_docs[0]
-    assert task.doc_to_text(doc) not in ("", None)
+    if name != "xnli_zh":  # lm-eval's xnli puts the whole text in the choices, its prompt is empty
+        assert task.doc_to_text(doc) not in ("", None)
     if task.OUTPUT_TYPE == "multiple_choice":
         assert len(task.doc_to_choice(doc)) >= 2
 
@@ -112,4 +116,35 @@ def test_builtin_names_for_hub_source_exist_in_lm_eval():
         text = path.read_text(encoding="utf-8", errors="replace")
         declared.update(re.findall(r'^(?:task|group): "?([\w\-.]+)"?\s*$', text, flags=re.M))
     for b in BENCHMARKS.values():
-        assert b.builtin in declared, b.builtin
+        if b.builtin:  # the bigcode code tasks have no lm-eval equivalent
+            assert b.builtin in declared, b.builtin
+    assert {b.name for b in BENCHMARKS.values() if not b.builtin} == {"humaneval", "mbpp"}
+
+
+def test_suites_of_the_reports_tables():
+    """`code` is Table 3's bigcode protocol (lm-eval's variants under their own names), `xmodel-lm-chinese` is
+    the three tasks of Xmodel-LM's Chinese average, `xmodel-lm-commonsense` Table 2's eight plus TriviaQA, and
+    `chinese` (C-Eval, CMMLU) stands alone."""
+    code = suite_benchmarks(["code"])
+    assert [b.name for b in code] == ["humaneval", "mbpp"]
+    assert {b.protocol for b in code} == {"bigcode-evaluation-harness"} and {b.shots for b in code} == {"0-shot"}
+    assert [b.name for b in suite_benchmarks(["code-lmeval"])] == ["humaneval_lmeval", "mbpp_lmeval"]
+    assert [b.name for b in suite_benchmarks(["xmodel-lm-chinese"])] == ["arc_zh", "xcopa_zh", "xnli_zh"]
+    lm_commonsense = [b.name for b in suite_benchmarks(["xmodel-lm-commonsense"])]
+    assert lm_commonsense == ["arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "sciq",
+                              "triviaqa", "winogrande"]
+    assert [b.name for b in suite_benchmarks(["chinese"])] == ["cmmlu", "ceval"]
+    assert BENCHMARKS["triviaqa"].subset.startswith("3,000-question sample")
+    assert [b.name for b in suite_benchmarks(["all"]) if b.subset] == ["triviaqa"]
+    assert not {"humaneval_lmeval", "mbpp_lmeval"} & {b.name for b in suite_benchmarks(["all"])}
+
+
+def test_tsv_rows_and_layout_errors(tmp_path):
+    tsv = tmp_path / "x.tsv"
+    tsv.write_text('text_a\ttext_b\tlabel\n"他说"\t她\tneutral\n', encoding="utf-8")
+    (row,) = read_records(tsv)
+    assert lf.xnli_tsv_row(row) == {"premise": '"他说"', "hypothesis": "她", "label": 1}  # quotes kept as text
+    with pytest.raises(ValueError, match="XNLI label"):
+        lf.xnli_tsv_row({"text_a": "a", "text_b": "b", "label": "maybe"})
+    assert lf.okapi_arc_row({"id": "x", "answer": "A", "instruction": "q", "option_a": "1", "option_b": "2",
+                             "option_c": "3"})["option_e"] == ""

@@ -12,13 +12,15 @@ from .common import add_data_root_arg, human, require_model_dir
 TASK_HELP = "hotpotqa, fever, alfworld, webshop (repeatable; default: all four)"
 
 
-def _task_args(p, default_episodes: int | None) -> None:
+def _task_args(p, default_episodes: int | None, default_subset: str = "react") -> None:
     p.add_argument("--task", action="append", metavar="TASK", help=TASK_HELP)
     p.add_argument("--episodes", type=int, default=default_episodes,
                    help=f"episodes per task (default: {default_episodes or 'all'})")
-    p.add_argument("--subset", choices=["covered", "react"], default="covered",
-                   help="HotpotQA/FEVER questions: 'covered' = gold pages in the offline store (default); "
-                        "'react' = ReAct's own seed-233 sample of the dev set (mostly not covered offline)")
+    p.add_argument("--subset", choices=["react", "covered"], default=default_subset,
+                   help="HotpotQA/FEVER questions: 'react' = ReAct's picks (its Random(233) shuffle of the dev "
+                        "indices, first n: the questions of Table 4; most of their pages are not in the offline "
+                        "store); 'covered' = easier: only questions whose gold pages are all in the offline store, "
+                        f"not Table 4's (default: {default_subset})")
     p.add_argument("--batch-size", type=int, default=8, help="episodes in flight at once (default 8)")
     p.add_argument("--repeat-limit", type=int, default=5,
                    help="end an episode after this many identical action+observation steps (0 = never)")
@@ -60,7 +62,7 @@ def register(sub) -> None:
                                             "answer; AlfWorld: follow TextWorld's PDDL expert plan. Every "
                                             "episode should score 100%%; anything less is a bug in the "
                                             "environment, parser or metric.")
-    _task_args(oracle, 20)
+    _task_args(oracle, 20, default_subset="covered")  # the oracle needs every gold page in the store
     oracle.set_defaults(func=run_oracle)
 
     recall = actions.add_parser("recall", help="retrieval recall of the offline search on gold pages",

@@ -14,11 +14,12 @@ import copy
 import functools
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import XmodelError
-from .suites import CODE, TASKS_DIR, Benchmark, missing_files, sampled, task_index
+from .suites import TASKS_DIR, Benchmark, missing_files, sampled, task_index
 
 
 class _DropCustomDatasetHint(logging.Filter):
@@ -75,13 +76,21 @@ def generation_budget_cap(context: int) -> int:
 
 # The names lm-eval accepts for a request's generation budget, in its order of priority.
 BUDGET_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
+# A generation kwarg of our code tasks: prompt and completion together may hold at most this many tokens, per
+# request (bigcode-evaluation-harness's --max_length_generation, passed to HF generate as max_length with one
+# prompt per call). lm-eval itself only knows a budget of new tokens for a whole padded batch.
+TOTAL_LENGTH_KEY = "xmodel_max_length"
 
 
 @functools.cache
 def _context_capped_hflm():
     """HFLM whose generation requests fit the model's context: lm-eval asserts, deep in a run, that a task's
     budget (HumanEval and BBH ask for 1024 tokens) is below the context; here a larger budget is capped to
-    `generation_budget_cap` instead, with a note, and recorded in `capped` (task → its own budget)."""
+    `generation_budget_cap` instead, with a note, and recorded in `capped` (task → its own budget).
+
+    A request whose generation kwargs hold `TOTAL_LENGTH_KEY` (our bigcode code tasks) also stops where
+    bigcode-evaluation-harness would: at that many tokens, prompt included, row by row within a batch."""
+    import torch
     from lm_eval.models.huggingface import HFLM
 
     class ContextCappedHFLM(HFLM):
@@ -103,16 +112,32 @@ def _context_capped_hflm():
                 request.arguments = (context, {**gen_kwargs, "max_gen_toks": cap})
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
 
+        def _model_generate(self, context, max_length, stop, **generation_kwargs):
+            total = generation_kwargs.pop(TOTAL_LENGTH_KEY, None)
+            if total is None:
+                return super()._model_generate(context, max_length, stop, **generation_kwargs)
+            # Each row (left-padded) may grow to `total` tokens, prompt included: its budget is total - prompt.
+            start = context.shape[1]
+            mask = generation_kwargs.get("attention_mask")
+            prompt = mask.sum(dim=1) if mask is not None else torch.full((context.shape[0],), start)
+            budgets = (int(total) - prompt).clamp(min=1).to(context.device)
+            max_length = min(max_length, start + int(budgets.max()))
+            out = super()._model_generate(context, max_length, stop, **generation_kwargs)
+            # Tokens past a row's own budget become padding, which lm-eval's decoding drops.
+            beyond = torch.arange(out.shape[1], device=out.device)[None, :] >= (start + budgets)[:, None]
+            return out.masked_fill(beyond, self.tokenizer.pad_token_id)
+
     return ContextCappedHFLM
 
 
 def missing_benchmark_files(benchmarks: list[Benchmark], data_root: Path,
                             source: str = "local") -> dict[str, list[str]]:
     """Benchmark name → the files it needs that `data_root` lacks, for the benchmarks that cannot run (the hub
-    source reads lm-eval's own data for all but the code benchmarks, whose scoring is ours)."""
+    source reads lm-eval's own data for the benchmarks that have a built-in task, but not the code benchmarks,
+    whose scoring is ours)."""
     out = {}
     for b in benchmarks:
-        if source == "hub" and b not in CODE:
+        if source == "hub" and b.builtin and not b.is_code:
             continue
         missing = missing_files(b, data_root)
         if missing:
@@ -155,10 +180,15 @@ def _result_row(benchmark: Benchmark, results: dict) -> dict:
     n_docs = sum(n_samples.get(t, {}).get("effective", 0) for t in leaves)
     n_total = sum(n_samples.get(t, {}).get("original", 0) for t in leaves)
     shots = {results.get("n-shot", {}).get(t) for t in leaves}
-    return {"task": task_name, "column": benchmark.column, "metric": benchmark.key,
-            "value": 100.0 * value, "stderr": None if stderr in (None, "N/A") else 100.0 * stderr,
-            "n": n_docs, "n_total": n_total, "num_fewshot": shots.pop() if len(shots) == 1 else sorted(shots),
-            "lm_eval_metrics": metrics}
+    out = {"task": task_name, "column": benchmark.column, "metric": benchmark.key,
+           "value": 100.0 * value, "stderr": None if stderr in (None, "N/A") else 100.0 * stderr,
+           "n": n_docs, "n_total": n_total, "num_fewshot": shots.pop() if len(shots) == 1 else sorted(shots),
+           "lm_eval_metrics": metrics}
+    if benchmark.subset:
+        out["subset"] = benchmark.subset
+    if benchmark.protocol:
+        out["protocol"] = benchmark.protocol
+    return out
 
 
 def _leaves(group_subtasks: dict[str, list[str]], name: str) -> list[str]:
@@ -169,15 +199,20 @@ def _leaves(group_subtasks: dict[str, list[str]], name: str) -> list[str]:
 
 
 def run_benchmarks(lm, benchmarks: list[Benchmark], data_root: Path, limit: int | float | None = None,
-                   max_gen_toks: int | None = None, code_samples: int = 1, code_temperature: float = 0.8,
+                   max_gen_toks: int | None = None, code_samples: int = 1, code_temperature: float | None = None,
                    log_samples: bool = False, seed: int = 1234, bootstrap_iters: int = 1000,
                    source: str = "local") -> dict:
     """Evaluate `lm` on the benchmarks whose files exist; skip the others with a message.
 
     ``source="hub"`` runs lm-eval's built-in task of each benchmark instead (same prompts and metrics, data
     downloaded from the Hugging Face hub; needs a network). Code benchmarks always read local files, because
-    their scoring is ours (the sandbox).
+    their scoring is ours (the sandbox), and so do benchmarks with no built-in task.
+
+    With ``code_samples`` n > 1 the code benchmarks sample n completions per problem at `code_temperature`
+    (None: bigcode's default for n, `code.sampling_settings`) and report pass@k for k ≤ n.
     """
+    from .code import sampling_settings
+
     if source not in ("local", "hub"):
         raise XmodelError(f"source {source!r}: expected 'local' or 'hub'")
     if source == "local":  # our tasks read local files and the model is in memory: nothing may wait on the hub
@@ -197,12 +232,14 @@ def run_benchmarks(lm, benchmarks: list[Benchmark], data_root: Path, limit: int 
             skipped[b.name] = f"benchmark files not found under {data_root}{more}"
             print(f"skipped {b.name}: {skipped[b.name]}")
             continue
-        if source == "hub" and b not in CODE:
-            hub = Benchmark(b.name, b.builtin, b.column, b.metric, b.filter, b.shots, b.builtin)
+        if source == "hub" and b.builtin and not b.is_code:
+            hub = replace(b, task=b.builtin, subset="")  # the hub copy is the whole benchmark
             runnable.append((hub, hub.task))
             continue
-        if b in CODE and code_samples > 1:
-            runnable.append((sampled(b), sampled_code_spec(b, code_samples, code_temperature)))
+        if b.is_code and code_samples > 1:
+            sampling = sampling_settings(code_samples, code_temperature)
+            runnable.append((sampled(b), sampled_code_spec(b, code_samples, sampling["temperature"],
+                                                           sampling["top_p"])))
         else:
             runnable.append((b, b.task))
     out: dict[str, Any] = {"benchmarks": {}, "skipped": skipped, "samples": {}}
@@ -218,6 +255,8 @@ def run_benchmarks(lm, benchmarks: list[Benchmark], data_root: Path, limit: int 
                               bootstrap_iters=bootstrap_iters, confirm_run_unsafe_code=True)
     for b, _ in runnable:
         out["benchmarks"][b.name] = _result_row(b, results)
+        if b.is_code:
+            out["benchmarks"][b.name]["sampling"] = sampling_settings(code_samples, code_temperature)
     if log_samples:
         out["samples"] = results.get("samples", {})
     out["configs"] = {name: {k: cfg.get(k) for k in ("num_fewshot", "generation_kwargs", "repeats",

@@ -87,7 +87,7 @@ def run_eval(job: EvalJob, log=print) -> dict:
         result = evaluate_model(model, tokenizer, benchmarks, data_root, settings,
                                 calibration_plot=out_dir / "calibration_mmlu.png", log_samples=job.log_samples)
     extras = {"calibration": result.get("calibration")}
-    if any(b.name in ("humaneval", "mbpp") for b in benchmarks):
+    if any(b.is_code for b in benchmarks):
         extras["code_sandbox"] = {**isolation_report(), "timeout_s": job.code_timeout_s,
                                   "memory_mb": job.code_memory_mb}
     if "scaling-law" in suites or "all" in suites:
@@ -134,16 +134,27 @@ def summary_lines(result: dict, extras: dict) -> list[str]:
     lines = []
     rows = result.get("benchmarks", {})
     if rows:
-        lines.append(f"{'benchmark':<14} {'metric':<26} {'value':>8} {'± stderr':>9} {'docs':>7} {'shots':>6}")
+        lines.append(f"{'benchmark':<14} {'metric':<30} {'value':>8} {'± stderr':>9} {'docs':>7} {'shots':>6}")
+        subsets = {}
         for name, row in rows.items():
             err = f"{row['stderr']:.2f}" if row.get("stderr") is not None else "–"
-            lines.append(f"{name:<14} {row['metric']:<26} {row['value']:8.2f} {err:>9} {row['n']:>7} "
+            mark = "‡" if row.get("subset") else ""
+            if mark:
+                subsets[name] = row["subset"]
+            lines.append(f"{name + mark:<14} {row['metric']:<30} {row['value']:8.2f} {err:>9} {row['n']:>7} "
                          f"{str(row['num_fewshot']):>6}")
+        lines += [f"‡ {name}: {subset}" for name, subset in subsets.items()]
+        sampling = next((row["sampling"] for row in rows.values() if row.get("sampling")), None)
+        if sampling and sampling["decoding"] == "sampling":
+            lines.append(f"code: {sampling['n']} samples per problem at temperature {sampling['temperature']} "
+                         f"(top-p {sampling['top_p']}; {sampling['temperature_from']})")
     for name, reason in result.get("skipped", {}).items():
         lines.append(f"{name:<14} skipped: {reason}")
     cal = extras.get("calibration")
     if cal:
-        lines.append(f"MMLU calibration: ECE {cal['ece']:.4f} over {cal['n']} questions")
+        per, top = cal["per_choice"], cal["top_label"]
+        lines.append(f"MMLU calibration over {cal['questions']} questions: ECE per A/B/C/D option (Figure 4) "
+                     f"{per['ece']:.4f}, top label {top['ece']:.4f}")
     sl = extras.get("scaling_law")
     if sl:
         f = sl["fit"]

@@ -38,7 +38,7 @@ def _open_text(path: Path):
 
 
 def read_records(path: Path, field: str | None = None) -> list[dict]:
-    """Rows of a .jsonl(.gz), .json (a list, or a dict holding the list under `field`) or .csv file.
+    """Rows of a .jsonl(.gz), .json (a list, or a dict holding the list under `field`), .csv or .tsv file.
 
     Parsed once per file version (several subtasks read the same file, e.g. MATH's seven subjects); each call
     gets its own copies of the rows.
@@ -78,15 +78,17 @@ def _parse_records(path: Path, field: str | None, _mtime_ns: int, _size: int) ->
             if not isinstance(data, list):
                 raise BenchmarkFileError(f"{path}: expected a JSON list of records")
             rows = data
-        elif name.endswith(".csv"):
-            reader = csv.DictReader(fh)
+        elif name.endswith((".csv", ".tsv")):
+            # TSV as written by split("\t") readers (XNLI's task-data files): no quoting, a quote is a character.
+            reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE) if name.endswith(".tsv") \
+                else csv.DictReader(fh)
             for lineno, row in enumerate(reader, 2):
                 if None in row or any(v is None for v in row.values()):
                     raise BenchmarkFileError(f"{path}:{lineno}: row has {len(row)} fields, header has "
                                              f"{len(reader.fieldnames or [])}")
                 rows.append(row)
         else:
-            raise BenchmarkFileError(f"{path}: unknown file type (expected .jsonl, .json or .csv)")
+            raise BenchmarkFileError(f"{path}: unknown file type (expected .jsonl, .json, .csv or .tsv)")
     return tuple(rows)
 
 
@@ -296,7 +298,42 @@ def math_llmfoundry_row(doc: dict) -> dict:
     return {"problem": doc["context"], "solution": solution, "answer": answer}
 
 
+XNLI_LABELS = {"entailment": 0, "neutral": 1, "contradiction": 2}  # facebook/xnli's ClassLabel order
+
+
+def xnli_tsv_row(doc: dict) -> dict:
+    """XNLI task-data TSV ({text_a, text_b, label: entailment/neutral/contradiction}) → facebook/xnli rows
+    {premise, hypothesis, label: 0/1/2}."""
+    label = doc["label"].strip()
+    if label not in XNLI_LABELS:
+        raise ValueError(f"XNLI label {label!r}: expected one of {', '.join(XNLI_LABELS)}")
+    return {"premise": doc["text_a"], "hypothesis": doc["text_b"], "label": XNLI_LABELS[label]}
+
+
+def okapi_arc_row(doc: dict) -> dict:
+    """Okapi m_arc JSON ({id, answer, instruction, option_a..option_d[, option_e]}) → alexandrainst/m_arc rows:
+    every row gets all five option columns, an absent option as "" (lm-eval's process_docs drops empty ones)."""
+    out = {"id": doc["id"], "answer": doc["answer"], "instruction": doc["instruction"]}
+    for letter in "abcde":
+        out[f"option_{letter}"] = doc.get(f"option_{letter}") or ""
+    return out
+
+
+TRIVIAQA_PREFIX, TRIVIAQA_SUFFIX = "Question: ", "\nAnswer:"
+
+
+def triviaqa_llmfoundry_row(doc: dict) -> dict:
+    """llm-foundry TriviaQA ({context: 'Question: Q\\nAnswer:', answer, aliases}) → mandarjoshi/trivia_qa rows
+    {question, answer: {value, aliases}} (the fields lm-eval's triviaqa reads)."""
+    context = doc["context"]
+    if not (context.startswith(TRIVIAQA_PREFIX) and context.endswith(TRIVIAQA_SUFFIX)):
+        raise ValueError(f"TriviaQA context {context[:40]!r}: expected 'Question: …\\nAnswer:'")
+    question = context[len(TRIVIAQA_PREFIX):-len(TRIVIAQA_SUFFIX)]
+    return {"question": question, "answer": {"value": doc["answer"], "aliases": list(doc["aliases"])}}
+
+
 LAYOUTS = {"arc": arc_row, "boolq": boolq_row, "hellaswag": hellaswag_row,
            "openbookqa_llmfoundry": openbookqa_llmfoundry_row, "piqa_llmfoundry": piqa_llmfoundry_row,
            "winogrande_llmfoundry": winogrande_llmfoundry_row, "mmlu": mmlu_row, "cmmlu": cmmlu_row,
-           "ceval": ceval_row, "sciq_mcqa": sciq_mcqa_row, "math_llmfoundry": math_llmfoundry_row}
+           "ceval": ceval_row, "sciq_mcqa": sciq_mcqa_row, "math_llmfoundry": math_llmfoundry_row,
+           "xnli_tsv": xnli_tsv_row, "okapi_arc": okapi_arc_row, "triviaqa_llmfoundry": triviaqa_llmfoundry_row}

@@ -150,80 +150,126 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def _our_row(res: dict, benchmarks: list[str]) -> tuple[list[str], bool]:
-    values = [res["benchmarks"].get(b, {}).get("value") for b in benchmarks]
-    present = [v for v in values if v is not None]
+SUBSET_MARK = "‡"      # our number covers part of the benchmark (the data kit holds only a sample)
+PROTOCOL_MARK = "§"    # our number was measured under another protocol than the table's
+
+
+def _cell(res: dict, bench: str, expected_protocol: str | None) -> tuple[str, float | None, list[str]]:
+    """One of our cells: its text, its value and the marks it carries."""
+    row = res["benchmarks"].get(bench)
+    if row is None or row.get("value") is None:
+        return "–", None, []
+    marks = []
+    if row.get("subset"):
+        marks.append(SUBSET_MARK)
+    if expected_protocol is not None and row.get("protocol") != expected_protocol:
+        marks.append(PROTOCOL_MARK)
+    return _fmt(row["value"]) + "".join(marks), row["value"], marks
+
+
+def _our_row(res: dict, benchmarks: list[str]) -> tuple[list[str], bool, set[str]]:
+    cells = [_cell(res, b, BENCHMARKS[b].protocol or None) for b in benchmarks]
+    present = [v for _, v, _ in cells if v is not None]
     if not present:
-        return [], False
-    complete = len(present) == len(values)
+        return [], False, set()
+    complete = len(present) == len(cells)
     avg = sum(present) / len(present)
     avg_text = _fmt(avg) if complete else f"{avg:.2f}†"
-    return [_label(res), *map(_fmt, values), avg_text], not complete
+    marks = {m for _, _, ms in cells for m in ms}
+    return [_label(res), *(text for text, _, _ in cells), avg_text], not complete, marks
 
 
-def comparison_table(results: list[dict], spec: dict, caption: str) -> tuple[Table | None, bool]:
-    """The published rows of one table, then ours (emphasised); None when none of ours has these benchmarks."""
+def comparison_table(results: list[dict], spec: dict, caption: str) -> tuple[Table | None, bool, set[str]]:
+    """The published rows of one table, then ours (emphasised); None when none of ours has these benchmarks.
+    Also whether an average of ours is partial (†) and which marks our cells carry (‡ subset, § protocol)."""
     benches = spec["benchmarks"]
     header = ["Model", *(BENCHMARKS[b].column for b in benches), "Avg"]
     rows = [[r[0], *(_fmt(v) for v in r[1:])] for r in spec.get("rows", [])]
-    ours, partial = set(), False
+    ours, partial, marks = set(), False, set()
     for res in results:
-        row, incomplete = _our_row(res, benches)
+        row, incomplete, row_marks = _our_row(res, benches)
         if row:
             ours.add(len(rows))
             rows.append(row)
             partial |= incomplete
+            marks |= row_marks
     if not ours:
-        return None, False
-    return Table(header, rows, caption, ours), partial
+        return None, False, set()
+    return Table(header, rows, caption, ours), partial, marks
+
+
+def _subset_notes(results: list[dict], benches: list[str]) -> list[str]:
+    notes = {}
+    for res in results:
+        for b in benches:
+            subset = res["benchmarks"].get(b, {}).get("subset")
+            if subset:
+                notes[b] = subset
+    return [f"{SUBSET_MARK} {BENCHMARKS[b].column}: our number covers a subset — {s}; the published rows "
+            "used the whole set, and our average includes the subset's number." for b, s in notes.items()]
 
 
 def build_report(results: list[dict], out_dir: Path) -> list:
     pub = published()
-    x2, xlm = pub["xmodel_2"], pub["xmodel_lm"]
+    x2, xlm, other = pub["xmodel_2"], pub["xmodel_lm"], pub["unpublished"]
     blocks: list = [Heading(1, "Evaluation report"),
                     Para(f"Our models (highlighted) beside the published rows of the {x2['source']} and the "
-                         f"{xlm['source']}. Values are in %. Published numbers are quoted from the reports; ours "
-                         "come from `xmodel eval` (lm-evaluation-harness on local benchmark files). A model "
-                         "evaluated with `--limit` is labelled so: its numbers cover a subset and are not "
-                         "comparable to the published ones.")]
-    sections = [("Commonsense reasoning (zero-shot)", x2["commonsense"]),
-                ("Complex reasoning", x2["reasoning"]),
-                ("Chinese", xlm["chinese"])]
+                         f"{xlm['source']} (its tables as printed in {xlm['tables_from']}). Values are in %. "
+                         "Published numbers are quoted from the reports; ours come from `xmodel eval` "
+                         "(lm-evaluation-harness on local benchmark files; code scored as bigcode-evaluation-harness "
+                         "scores it). A model evaluated with `--limit` is labelled so: its numbers cover a subset "
+                         f"and are not comparable to the published ones. {SUBSET_MARK} marks a benchmark of which "
+                         "the data kit holds only a sample.")]
+    sections = [("Commonsense reasoning (Xmodel-2 Table 2, zero-shot)", x2["commonsense"]),
+                ("Complex reasoning (Xmodel-2 Table 3)", x2["reasoning"]),
+                ("Commonsense reasoning (Xmodel-LM, zero-shot)", xlm["commonsense"]),
+                ("Chinese ability (Xmodel-LM, zero-shot)", xlm["chinese"]),
+                ("C-Eval and CMMLU", other["chinese_exams"]),
+                ("Code under lm-eval's own protocol", other["code_lmeval"])]
     for title, spec in sections:
-        table, partial = comparison_table(results, spec, spec["caption"])
+        table, partial, marks = comparison_table(results, spec, spec["caption"])
         if table is None:
             continue
         blocks += [Heading(2, title), table]
         if partial:
             blocks.append(Para("† average over the benchmarks that were evaluated (a benchmark whose files "
                                "are missing, or that was not run, shows –)."))
-        if spec is xlm["chinese"] or spec is x2["commonsense"]:
-            key = "chinese" if spec is xlm["chinese"] else "commonsense"
-            avg = xlm["averages"][key]
-            blocks.append(Para(f"{avg['model']} reports an average of {avg['value']:.2f} on its {key} benchmarks "
-                               "(its own task set; per-task numbers are not in the report text available here)."))
-    blocks += _agent_blocks(results)
+        if SUBSET_MARK in marks:
+            blocks += [Para(note) for note in _subset_notes(results, spec["benchmarks"])]
+        if PROTOCOL_MARK in marks:
+            blocks.append(Para(f"{PROTOCOL_MARK} measured under another protocol than the table's (a results file "
+                               "from before HumanEval/MBPP followed bigcode-evaluation-harness): not comparable "
+                               "with the published column; evaluate again with `--suite code`."))
+    agent = _agent_results(results)
+    blocks += _agent_blocks(agent)
     blocks += _calibration_blocks(results, out_dir, x2["calibration"]["caption"])
     blocks += _scaling_blocks(results, out_dir, x2["scaling_law"])
-    blocks += _settings_blocks(results)
+    blocks += _settings_blocks(results, agent)
     return blocks
 
 
-def _agent_blocks(results: list[dict]) -> list:
-    """Table 4 (ReAct agents) from the agents.json files beside our results files."""
+def _agent_results(results: list[dict]) -> list[dict]:
+    """The agents.json files (Table 4) beside our results files."""
     from .agents import load_results as load_agent_results
-    from .agents import table4_rows
     from .agents.suite import RESULTS_FILE as AGENT_RESULTS
 
-    agent = [load_agent_results(Path(r["_path"]).parent) for r in results
-             if (Path(r["_path"]).parent / AGENT_RESULTS).is_file()]
+    return [load_agent_results(Path(r["_path"]).parent) for r in results
+            if (Path(r["_path"]).parent / AGENT_RESULTS).is_file()]
+
+
+def _agent_blocks(agent: list[dict]) -> list:
+    """Table 4 (ReAct agents), with the question set each row used."""
+    from .agents import table4_rows
+    from .agents.qa import SUBSETS
+
     if not agent:
         return []
     header, rows, ours = table4_rows(agent)
+    subsets = sorted({t.get("subset") for res in agent for t in res["tasks"].values() if t.get("subset")})
+    notes = [f"HotpotQA/FEVER questions: {name} = {SUBSETS[name]}." for name in subsets if name in SUBSETS]
     return [Heading(2, "Agent tasks (ReAct)"),
             Table(header, rows, "Table 4: ReAct agents — EM for HotpotQA/FEVER, success rate for AlfWorld/WebShop; "
-                                "† mean over the tasks that ran", ours)]
+                                "† mean over the tasks that ran", ours), *(Para(n) for n in notes)]
 
 
 def _copy_plot(res: dict, name: str, out_dir: Path) -> str | None:
@@ -236,23 +282,36 @@ def _copy_plot(res: dict, name: str, out_dir: Path) -> str | None:
     return rel.as_posix()
 
 
+def _calibration_views(cal: dict) -> list[tuple[str, dict]]:
+    """(view, numbers) of one results file's calibration; a file from before the per-choice view holds only the
+    top-label numbers at its top level."""
+    if "top_label" not in cal:
+        return [("chosen letter (top label)", cal)]
+    return [("every A/B/C/D option (Figure 4)", cal["per_choice"]), ("chosen letter (top label)", cal["top_label"])]
+
+
 def _calibration_blocks(results: list[dict], out_dir: Path, caption: str) -> list:
     rows, images = [], []
     for res in results:
         cal = res.get("calibration")
         if not cal:
             continue
-        rows.append([_label(res), str(cal["n"]), f"{100 * cal['accuracy']:.2f}",
-                     f"{100 * cal['mean_confidence']:.2f}", f"{cal['ece']:.4f}"])
+        questions = cal.get("questions", cal.get("n"))
+        for view, c in _calibration_views(cal):
+            rows.append([_label(res), view, str(questions), str(c["n"]), f"{100 * c['accuracy']:.2f}",
+                         f"{100 * c['mean_confidence']:.2f}", f"{c['ece']:.4f}"])
         plot = _copy_plot(res, cal.get("plot", ""), out_dir) if cal.get("plot") else None
         if plot:
-            images.append(Image(plot, f"MMLU reliability diagram of {res['model']['name']}"))
+            images.append(Image(plot, f"MMLU reliability diagrams of {res['model']['name']}"))
     if not rows:
         return []
     return [Heading(2, "Calibration on MMLU"),
-            Para(f"Confidence = softmax over the A/B/C/D log-probabilities of the chosen letter; ECE over 10 "
-                 f"equal-width bins. The report shows this as a plot ({caption})."),
-            Table(["Model", "questions", "accuracy", "mean confidence", "ECE"], rows), *images]
+            Para("Each question's A/B/C/D log-probabilities, softmaxed over the four letters. As the report's "
+                 f"Figure 4 draws it ({caption}): every option's probability against whether that option is the "
+                 "correct one, four points per question, in 10 equal-width bins (a bin's accuracy is the share "
+                 "of its options that are correct). Beside it the usual top-label view: the chosen letter's "
+                 "probability against whether the answer is right. ECE = Σ (n_b/N)·|accuracy_b − confidence_b|."),
+            Table(["Model", "view", "questions", "points", "accuracy", "mean confidence", "ECE"], rows), *images]
 
 
 def _scaling_blocks(results: list[dict], out_dir: Path, spec: dict) -> list:
@@ -282,19 +341,57 @@ def _scaling_blocks(results: list[dict], out_dir: Path, spec: dict) -> list:
             Table(["Model", "context", "windows", "a", "b", "c", "R²"], rows, ours=ours), *images]
 
 
-def _settings_blocks(results: list[dict]) -> list:
+def _how(row: dict) -> str:
+    """Protocol, sampling and subset of one benchmark row, in words."""
+    parts = []
+    if row.get("protocol"):
+        parts.append(f"protocol: {row['protocol']}")
+    sampling = row.get("sampling")
+    if sampling:
+        parts.append("greedy" if sampling.get("decoding") == "greedy" else
+                     f"{sampling['n']} samples, temperature {sampling['temperature']}, top-p {sampling['top_p']} "
+                     f"({sampling.get('temperature_from', '')})")
+    if row.get("subset"):
+        parts.append(f"{SUBSET_MARK} subset: {row['subset']}")
+    return "; ".join(parts) or "–"
+
+
+def _agent_settings_rows(agent: list[dict]) -> list[list[str]]:
+    from .agents.qa import SUBSETS
+
+    rows = []
+    for res in agent:
+        s = res.get("settings", {})
+        for task, t in res["tasks"].items():
+            subset = t.get("subset")
+            questions = f"{subset} ({SUBSETS.get(subset, '')})" if subset else "–"
+            cov = t.get("coverage")
+            covered = f"{cov.get('covered', 0)} of {cov.get('total', t['n'])}" if cov else "–"
+            rows.append([res["model"].get("name", "model"), task, questions, str(t["n"]), covered,
+                         s.get("decoding", "–"), str(s.get("max_new_tokens", "–")),
+                         str(s.get("max_steps") or "task's own"), res.get("date", "")[:10]])
+    return rows
+
+
+def _settings_blocks(results: list[dict], agent: list[dict] | None = None) -> list:
     rows = []
     for res in results:
         for name, row in res["benchmarks"].items():
             s = row.get("settings", {})
             rows.append([res["model"]["name"], name, row["metric"], str(row["num_fewshot"]), str(row["n"]),
                          str(row.get("n_total", "")), str(s.get("limit") or "–"), s.get("dtype", ""),
-                         "yes" if s.get("add_bos_token") else "no", row.get("date", "")[:10]])
+                         "yes" if s.get("add_bos_token") else "no", _how(row), row.get("date", "")[:10]])
     blocks = [Heading(2, "Settings"),
               Para("Every number above with the settings that produced it: published results differ through "
-                   "few-shot counts, BOS handling and acc vs acc_norm, so all of them are stated."),
+                   "few-shot counts, BOS handling, acc vs acc_norm, prompts and decoding, so all of them are "
+                   "stated."),
               Table(["Model", "benchmark", "lm-eval metric", "shots", "docs", "of", "limit", "dtype", "BOS",
-                     "date"], rows)]
+                     "protocol / decoding / subset", "date"], rows)]
+    agent_rows = _agent_settings_rows(agent or [])
+    if agent_rows:
+        blocks.append(Table(["Model", "agent task", "questions", "episodes", "gold pages in the offline store",
+                             "decoding", "max new tokens", "max steps", "date"], agent_rows,
+                            "ReAct agents (Table 4): the question set, episodes and decoding of every row"))
     skipped = [(res["model"]["name"], n, r) for res in results for n, r in res.get("skipped", {}).items()]
     if skipped:
         blocks.append(Table(["Model", "skipped benchmark", "reason"], [list(s) for s in skipped]))

@@ -21,7 +21,7 @@ class EvalSettings:
     add_bos_token: bool = False
     max_gen_toks: int | None = None
     code_samples: int = 1
-    code_temperature: float = 0.8
+    code_temperature: float | None = None  # None: bigcode's default for the number of samples (code.py)
     seed: int = 1234
     source: str = "local"  # "hub": lm-eval's built-in tasks on hub data (needs a network)
 
@@ -47,12 +47,14 @@ def versions() -> dict[str, str]:
 
 def evaluate_model(model, tokenizer, benchmarks: list[Benchmark], data_root: Path, settings: EvalSettings,
                    calibration_plot: Path | None = None, log_samples: bool = False) -> dict:
-    """Run `benchmarks`; when MMLU is among them, add its calibration (ECE, bins, optional PNG). ``settings``
-    are those of the run, with any generation budget the model's context capped (`harness.build_lm`).
+    """Run `benchmarks`; when MMLU is among them, add its calibration (per choice, as Xmodel-2's Figure 4, and
+    top label: ECE, bins, optional PNG). ``settings`` are those of the run, with any generation budget the
+    model's context capped (`harness.build_lm`) and, when code runs, how its completions were drawn.
 
     With `log_samples`, lm-eval's per-document records are kept under ``samples`` (task → list).
     """
-    from .calibration import calibration, choice_confidences, reliability_diagram
+    from .calibration import mmlu_calibration, reliability_diagram
+    from .code import sampling_settings
     from .harness import build_lm, generation_budget_cap, lm_eval_context, run_benchmarks
 
     context = lm_eval_context(model, tokenizer)
@@ -67,6 +69,10 @@ def evaluate_model(model, tokenizer, benchmarks: list[Benchmark], data_root: Pat
                          source=settings.source)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     used = settings.to_dict()
+    if any(b.is_code for b in benchmarks):
+        used["code_sampling"] = sampling_settings(settings.code_samples, settings.code_temperature)
+        if settings.code_samples > 1:
+            used["code_temperature"] = used["code_sampling"]["temperature"]
     if lm.capped:  # the model's context capped some generation budgets: the numbers are for the smaller ones
         used["max_gen_toks_capped"] = {"to": generation_budget_cap(lm.max_length), "context": lm.max_length,
                                        "tasks": dict(lm.capped)}
@@ -77,7 +83,7 @@ def evaluate_model(model, tokenizer, benchmarks: list[Benchmark], data_root: Pat
     if wants_calibration and "mmlu" in out["benchmarks"]:
         mmlu_task = out["benchmarks"]["mmlu"]["task"]
         mmlu_samples = {t: recs for t, recs in out["samples"].items() if t.startswith(f"{mmlu_task}_")}
-        result = calibration(*choice_confidences(mmlu_samples))
+        result = mmlu_calibration(mmlu_samples)
         out["calibration"] = {"benchmark": "mmlu", **result.to_dict()}
         if calibration_plot is not None:
             reliability_diagram(result, calibration_plot)

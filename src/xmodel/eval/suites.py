@@ -7,7 +7,7 @@ benchmark whose files are absent is skipped with a message naming them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,11 +24,18 @@ class Benchmark:
     metric: str         # lm-eval metric the reports print
     filter: str = "none"
     shots: str = "0-shot"
-    builtin: str = ""   # lm-eval's own task of the same definition (for --source hub)
+    builtin: str = ""   # lm-eval's own task of the same definition (for --source hub); "" = none
+    subset: str = ""    # set when the data kit holds only part of the benchmark: what part (labelled in tables)
+    protocol: str = ""  # whose definition the task follows, when it is not lm-eval's built-in one
 
     @property
     def key(self) -> str:
         return f"{self.metric},{self.filter}"
+
+    @property
+    def is_code(self) -> bool:
+        """Scored by running programs (pass@k); always evaluated on local files, in our sandbox."""
+        return self.metric.startswith("pass@")
 
 
 COMMONSENSE = [
@@ -47,29 +54,52 @@ REASONING = [
     Benchmark("bbh", "xmodel_bbh", "BBH", "exact_match", "get-answer", "3-shot", builtin="bbh_cot_fewshot"),
     Benchmark("mmlu", "xmodel_mmlu", "MMLU", "acc", "none", "0-shot", builtin="mmlu"),
 ]
+# Xmodel-2 Table 3 scored HumanEval and MBPP with bigcode-evaluation-harness: its prompts, stop sequences and
+# programs (code.py). lm-eval's own humaneval/mbpp (other prompts; MBPP 3-shot) stay under their own names.
+BIGCODE = "bigcode-evaluation-harness"
 CODE = [
-    Benchmark("humaneval", "xmodel_humaneval", "HumanEval", "pass@1", "none", "pass@1", builtin="humaneval"),
-    Benchmark("mbpp", "xmodel_mbpp", "MBPP", "pass@1", "none", "pass@1", builtin="mbpp"),
+    Benchmark("humaneval", "xmodel_humaneval", "HumanEval", "pass@1", "none", "0-shot", protocol=BIGCODE),
+    Benchmark("mbpp", "xmodel_mbpp", "MBPP", "pass@1", "none", "0-shot", protocol=BIGCODE),
 ]
+CODE_LMEVAL = [
+    Benchmark("humaneval_lmeval", "xmodel_humaneval_lmeval", "HumanEval (lm-eval)", "pass@1", "none", "0-shot",
+              builtin="humaneval"),
+    Benchmark("mbpp_lmeval", "xmodel_mbpp_lmeval", "MBPP (lm-eval)", "pass@1", "none", "3-shot", builtin="mbpp"),
+]
+# C-Eval and CMMLU: a table of their own (neither report prints them).
 CHINESE = [
     Benchmark("cmmlu", "xmodel_cmmlu", "CMMLU", "acc", builtin="cmmlu"),
     Benchmark("ceval", "xmodel_ceval", "C-Eval", "acc", builtin="ceval-valid"),
 ]
+# Xmodel-LM's "Chinese Ability" table: its average (40.95) is the mean of these three, 0-shot.
+XMODEL_LM_CHINESE = [
+    Benchmark("arc_zh", "xmodel_arc_zh", "ARC-zh", "acc", builtin="arc_zh"),
+    Benchmark("xcopa_zh", "xmodel_xcopa_zh", "XCOPA-zh", "acc", builtin="xcopa_zh"),
+    Benchmark("xnli_zh", "xmodel_xnli_zh", "XNLI-zh", "acc", builtin="xnli_zh"),
+]
+TRIVIAQA = Benchmark("triviaqa", "xmodel_triviaqa", "TriviaQA", "exact_match", "remove_whitespace", "0-shot",
+                     builtin="triviaqa",
+                     subset="3,000-question sample of the validation set (llm-foundry's triviaqa_sm_sub), "
+                            "not the full set")
+# Xmodel-LM's "Commonsense Reasoning" table: Xmodel-2's Table 2 plus TriviaQA (its average 51.41 spans nine).
+XMODEL_LM_COMMONSENSE = [*COMMONSENSE[:7], TRIVIAQA, COMMONSENSE[7]]
 # A fast loglikelihood-only suite for evaluation during training.
 QUICK = [COMMONSENSE[1], COMMONSENSE[3], COMMONSENSE[5]]
 
 SUITES: dict[str, list[Benchmark]] = {
-    "commonsense": COMMONSENSE, "reasoning": REASONING, "code": CODE, "chinese": CHINESE, "quick": QUICK,
+    "commonsense": COMMONSENSE, "reasoning": REASONING, "code": CODE, "code-lmeval": CODE_LMEVAL,
+    "chinese": CHINESE, "xmodel-lm-commonsense": XMODEL_LM_COMMONSENSE, "xmodel-lm-chinese": XMODEL_LM_CHINESE,
+    "quick": QUICK,
 }
-# `--suite all`: every table of the reports (the quick suite is a subset of commonsense).
-ALL_SUITES = ["commonsense", "reasoning", "code", "chinese"]
-BENCHMARKS = {b.name: b for suite in ALL_SUITES for b in SUITES[suite]}
+# `--suite all`: every table of the reports (Xmodel-2 Tables 2 and 3, Xmodel-LM's commonsense and Chinese
+# tables) and C-Eval/CMMLU; not lm-eval's code variants nor the quick suite (a subset of commonsense).
+ALL_SUITES = ["commonsense", "reasoning", "code", "chinese", "xmodel-lm-commonsense", "xmodel-lm-chinese"]
+BENCHMARKS = {b.name: b for benches in SUITES.values() for b in benches}
 
 
 def sampled(benchmark: Benchmark) -> Benchmark:
     """The sampled pass@k variant of a code benchmark (its task keeps all n samples)."""
-    return Benchmark(benchmark.name, f"{benchmark.task}_sampled", benchmark.column, "pass@1", "all-samples",
-                     benchmark.shots, benchmark.builtin)
+    return replace(benchmark, task=f"{benchmark.task}_sampled", metric="pass@1", filter="all-samples")
 
 
 def suite_benchmarks(suites: list[str], only: list[str] | None = None) -> list[Benchmark]:

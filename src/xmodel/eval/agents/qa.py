@@ -2,13 +2,19 @@
 
 Question sets (``subset``):
 
-* ``react`` – ReAct's own pick: dev indices 0–7404 shuffled with ``random.Random(233)``, first n (for FEVER
-  the same indices into ``paper_dev.jsonl``, as ReAct's notebook does). Most of these questions' pages are not
-  in the offline store, so results on them are reported together with the covered count.
-* ``covered`` (default) – questions whose gold pages are all in the store: HotpotQA's 500-question distractor
-  sample (every gold title present); for FEVER, claims of ReAct's order with one complete evidence set in the
-  store (every evidence sentence, for the store's partial FEVER pages), plus NOT ENOUGH INFO claims (no
-  evidence by design), in the same order.
+* ``react`` (default) – ReAct's own picks, exactly: its notebooks (hotpotqa.ipynb, FEVER.ipynb) shuffle the
+  indices 0–7404 with ``random.Random(233)`` and run the first 500, as ``env.reset(idx)`` into the files its
+  wrappers read – ``data/hotpot_dev_v1_simplified.json`` (7,405 HotpotQA dev questions) and
+  ``data/paper_dev.jsonl`` (FEVER; the same 7,405-index shuffle, so only its first 7,405 claims can be
+  drawn). The data kit holds both files as ReAct's repository has them, so the same questions come in the same
+  order (the first FEVER picks, 3687, 6238, 5388, …, and the 500th, 4082, are those printed in FEVER.ipynb).
+  What the kit cannot reproduce is ReAct's *environment*: its ``search[]`` read live Wikipedia (2022) through
+  its API, while ours reads the offline passage store, which holds the gold pages of only some of these
+  questions; results on them come with that covered count (and EM on the covered ones).
+* ``covered`` – easier, and not Table 4's questions: only questions whose gold pages are all in the store:
+  HotpotQA's 500-question distractor sample (every gold title present); for FEVER, claims of ReAct's order with
+  one complete evidence set in the store (every evidence sentence, for the store's partial FEVER pages), plus
+  NOT ENOUGH INFO claims (no evidence by design), in the same order. The scripted oracle uses it.
 
 The metric is ReAct's: exact match after SQuAD normalisation (lower case, punctuation and articles removed,
 whitespace collapsed); HotpotQA also gets ReAct's token F1.
@@ -31,6 +37,7 @@ from .wiki import OfflineWikipedia, WikiEnv, WikiTool, fever_title
 
 REACT_DEV_SIZE = 7405
 REACT_SEED = 233
+REACT_PICKS = 500  # ReAct's notebooks run idxs[:500]
 # ReAct's instruction for HotpotQA (hotpotqa.ipynb), kept verbatim so prompts match the reference runs.
 HOTPOT_INSTRUCTION = (
     "Solve a question answering task with interleaving Thought, Action, Observation steps. Thought can reason "
@@ -42,6 +49,12 @@ HOTPOT_INSTRUCTION = (
     "Here are some examples.\n")
 PROMPTS = {"hotpotqa": ("prompts_naive.json", "webthink_simple6"), "fever": ("fever.json", "webthink_simple3")}
 FEVER_LABELS = ("SUPPORTS", "REFUTES", "NOT ENOUGH INFO")
+# The question sets, in words (tables, settings and help texts).
+SUBSETS = {
+    "react": "ReAct's picks: dev indices 0-7404 shuffled with random.Random(233), the first n (ReAct ran 500), "
+             "as Table 4 was measured; most of their gold pages are not in the offline store",
+    "covered": "easier: only questions whose gold pages are all in the offline store; not Table 4's questions",
+}
 
 
 def normalize_answer(s: str) -> str:
@@ -144,7 +157,7 @@ def load_hotpotqa(data_root: Path, wiki: OfflineWikipedia, subset: str = "covere
     data = json.loads(path.read_text(encoding="utf-8"))
     known = _gold_titles_by_question(data_root)
     items = []
-    for i in react_indices(n):
+    for i in react_indices(REACT_PICKS if n is None else n):
         rec = data[i]
         titles = known.get(rec["question"])
         covered = None if titles is None else all(t in wiki for t in titles)
@@ -173,6 +186,8 @@ def load_fever(data_root: Path, wiki: OfflineWikipedia, subset: str = "covered",
     if subset not in ("covered", "react"):
         raise XmodelError(f"subset {subset!r}: expected covered or react")
     data = _read_jsonl(react_dir(data_root) / "data" / "paper_dev.jsonl")
+    if subset == "react" and n is None:
+        n = REACT_PICKS
     items = []
     for i in react_indices(None):
         rec = data[i]

@@ -34,8 +34,8 @@ PUBLISHED = Path(__file__).with_name("published_table4.yaml")
 @dataclass
 class AgentSettings:
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
-    episodes: int | None = 50          # per task; None = every available one (HotpotQA 500, AlfWorld 134, …)
-    subset: str = "covered"            # HotpotQA/FEVER questions: covered | react (see qa.py)
+    episodes: int | None = 50          # per task; None = all: ReAct's 500 picks, AlfWorld's 134 games, …
+    subset: str = "react"              # HotpotQA/FEVER questions: react (ReAct's picks) | covered (easier; qa.py)
     batch_size: int = 8                # episodes in flight
     max_new_tokens: int = 100
     temperature: float = 0.0
@@ -231,11 +231,16 @@ def _fmt(v) -> str:
 
 
 def _label(res: dict) -> str:
+    """Our row's name: the model, its episode counts, and — when HotpotQA/FEVER ran on the covered questions
+    rather than ReAct's picks — that it is the easier set."""
     name = res["model"].get("name", "model")
     if res.get("policy") == "scripted":
         name = "scripted oracle/expert"
     ns = sorted({t["n"] for t in res["tasks"].values()})
-    return f"{name} (n={'/'.join(map(str, ns))})" if ns else name
+    label = f"{name} (n={'/'.join(map(str, ns))})" if ns else name
+    if any(t.get("subset") == "covered" for t in res["tasks"].values()):
+        label += " [covered subset: easier, not ReAct's picks]"
+    return label
 
 
 def table4_rows(results: list[dict]) -> tuple[list[str], list[list[str]], set[int]]:
@@ -258,6 +263,8 @@ def table4_rows(results: list[dict]) -> tuple[list[str], list[list[str]], set[in
 
 
 def table4_markdown(results: list[dict]) -> str:
+    from .qa import SUBSETS
+
     header, rows, ours = table4_rows(results)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for i, row in enumerate(rows):
@@ -269,8 +276,9 @@ def table4_markdown(results: list[dict]) -> str:
         for task, t in res["tasks"].items():
             if task in ("hotpotqa", "fever"):
                 cov = t.get("coverage", {})
-                notes.append(f"{_label(res)} {task}: {t['n']} questions of subset '{t.get('subset')}' on the "
-                             f"offline passage store; {cov.get('covered', 0)} have all gold pages in it, "
+                notes.append(f"{_label(res)} {task}: {t['n']} questions of subset '{t.get('subset')}' "
+                             f"({SUBSETS.get(t.get('subset'), '?')}) on the offline passage store; "
+                             f"{cov.get('covered', 0)} have all gold pages in it, "
                              f"{cov.get('not_covered', 0)} do not, {cov.get('unknown_or_nei', 0)} unknown/NEI "
                              f"(EM on covered: {_fmt(t.get('value_on_covered'))}).")
         for task, why in res.get("skipped", {}).items():
