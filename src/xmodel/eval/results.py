@@ -22,20 +22,26 @@ def empty_results(model: dict) -> dict:
     return {"format": FORMAT, "model": model, "runs": [], "benchmarks": {}, "skipped": {}}
 
 
-def load_results(path: Path) -> dict:
-    """A results file (or a directory holding one), checked to be ours."""
+def read_results_file(path: str | Path, filename: str, fmt: str, missing_hint: str) -> dict:
+    """A JSON results file of format `fmt` (or a directory holding `filename`), or a one-line error."""
     path = Path(path)
     if path.is_dir():
-        path = path / RESULTS_FILE
+        path = path / filename
     if not path.is_file():
-        raise XmodelError(f"{path}: no results file (run 'xmodel eval' first)")
+        raise XmodelError(f"{path}: {missing_hint}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise XmodelError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise XmodelError(f"{path}: not an xmodel eval results file (expected format {FORMAT})")
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise XmodelError(f"{path}: not an {fmt.split('/')[0].replace('-', ' ')} file (expected format {fmt})")
     data["_path"] = str(path)
+    return data
+
+
+def load_results(path: Path) -> dict:
+    """A results file (or a directory holding one), checked to be ours."""
+    data = read_results_file(path, RESULTS_FILE, FORMAT, "no results file (run 'xmodel eval' first)")
     return data
 
 

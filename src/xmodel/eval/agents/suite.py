@@ -12,8 +12,6 @@ Entry points for the evaluation suite and the report:
 from __future__ import annotations
 
 import datetime
-import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from ...errors import XmodelError
+from ..results import read_results_file, write_json
 from .loop import Policy, RunStats, ScriptedPolicy, run_episodes
 
 FORMAT = "xmodel-agent-results/1"
@@ -198,25 +196,9 @@ def evaluate_agents(model, tokenizer, data_root: Path, out_dir: Path, settings: 
     return results
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def load_results(path: str | Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_FILE
-    if not path.is_file():
-        raise XmodelError(f"{path}: no agent results (run 'xmodel agent run' first)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise XmodelError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise XmodelError(f"{path}: not an xmodel agent results file (expected format {FORMAT})")
+    data = read_results_file(path, RESULTS_FILE, FORMAT, "no agent results (run 'xmodel agent run' first)")
+    data.pop("_path", None)
     return data
 
 
