@@ -24,7 +24,7 @@ set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO"
 
-DRY=0 QUICK=0 ONLY="" SKIP=""
+DRY=0 QUICK=0 ONLY="" SKIP="" FAILED=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
@@ -89,7 +89,8 @@ step() {
   local rc=${PIPESTATUS[0]}
   local status=ok
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then status=timeout; elif [ "$rc" != 0 ]; then status=failed; fi
-  echo "== $name: $status (rc $rc, $((SECONDS - t0))s)" | tee -a "$LOG"
+  printf '\n== %s: %s (rc %s, %ss)\n' "$name" "$status" "$rc" "$((SECONDS - t0))" | tee -a "$LOG"
+  [ "$status" = ok ] || FAILED="$FAILED $name"
   record "$name" "$status" "$rc" "$((SECONDS - t0))" "$limit"
 }
 
@@ -177,6 +178,8 @@ timeout -k 5 60 "$PYTHON" benchmarks/gpu/measure.py report --work "$WORK" --out 
 rc=${PIPESTATUS[0]}
 cp "$LOG" "$OUT/run.log"
 [ -f "$WORK/junit.xml" ] && cp "$WORK/junit.xml" "$OUT/junit.xml"
-echo "run.sh: done in $((SECONDS - START))s; results in $OUT"
+echo "run.sh: done in $((SECONDS - START))s; results in $OUT${FAILED:+; failed or timed out:$FAILED}"
+# Exit 0 only when every step that ran passed (skipped steps do not count) and the report was written.
+[ -z "$FAILED" ] || rc=1
 exit "$rc"
 }
