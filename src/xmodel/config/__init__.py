@@ -18,7 +18,8 @@ from ..model.configuration_xmodel import XmodelConfig
 from ..model.presets import PRESETS, preset_values
 from ..train.config import TrainConfig
 from ..tune.config import TuneConfig
-from .core import build_section, deep_merge, parse_overrides, read_yaml, section_to_dict, set_dotted
+from .core import (build_section, config_file, deep_merge, parse_overrides, read_yaml, recipe_names,
+                   section_to_dict, set_dotted)
 
 
 @dataclass
@@ -30,21 +31,6 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
-
-
-RECIPES_DIR = Path(__file__).with_name("recipes")
-
-
-def recipe_names() -> list[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
-def config_file(name: str | Path) -> Path:
-    """A config file's path: the file itself, or a packaged recipe by name (`--config xmodel-2`)."""
-    path = Path(name)
-    if not path.exists() and str(name) in recipe_names():
-        return RECIPES_DIR / f"{name}.yaml"
-    return path
 
 
 def load_config(preset: str | None = None, yaml_path: str | Path | None = None,

@@ -195,11 +195,25 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+RECIPES_DIR = Path(__file__).with_name("recipes")
+
+
+def recipe_names() -> list[str]:
+    """The packaged configs (`--config xmodel-2`): the reports' training recipes."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def config_file(name: str | Path) -> Path:
+    """A config file's path: the file itself, or a packaged recipe by name."""
+    path = Path(name)
+    if not path.exists() and str(name) in recipe_names():
+        return RECIPES_DIR / f"{name}.yaml"
+    return path
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        from . import recipe_names  # the packaged recipes, named in the error
-
         raise ConfigError(f"{path}: config file not found (or a packaged recipe: {', '.join(recipe_names())})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
