@@ -21,17 +21,9 @@ def small_config(**overrides) -> XmodelConfig:
 @pytest.fixture
 def char_tokenizer_dir(tmp_path):
     """A character-level tokenizer saved in the transformers layout (real `tokenizers` objects, tiny vocab)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-    from transformers import PreTrainedTokenizerFast
+    from .tokenizer_helpers import char_tokenizer
 
-    chars = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,!?'\n"))
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
-    vocab.update({c: i + 4 for i, c in enumerate(chars)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>")
+    fast = char_tokenizer()
     path = tmp_path / "tokenizer"
     fast.save_pretrained(path)
     return path

@@ -19,6 +19,8 @@ import pytest
 
 from xmodel.cli.main import main
 
+from .tokenizer_helpers import char_tokenizer
+
 
 def _model_args(vocab: int) -> list[str]:
     return ["--model.vocab_size", str(vocab), "--model.hidden_size", "64", "--model.intermediate_size", "128",
@@ -30,17 +32,8 @@ def _model_args(vocab: int) -> list[str]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, str]:
     """Paths the cases refer to as {name}."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     root = tmp_path_factory.mktemp("bad-inputs")
-    chars = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,!?'\n"))
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{c: i + 4 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                            pad_token="<pad>").save_pretrained(root / "tokenizer")
+    char_tokenizer().save_pretrained(root / "tokenizer")
     assert main(["init", "nano", str(root / "model"), "--tokenizer", str(root / "tokenizer"),
                  *_model_args(96)]) == 0
     # Broken copies of the model folder.

@@ -20,16 +20,9 @@ pytestmark = MARKS
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A small non-neutral μP model with a character tokenizer and a chat template, saved as a model folder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from ..tokenizer_helpers import char_tokenizer
 
-    chars = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,!?'\n"))
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{c: i + 4 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                        pad_token="<pad>")
+    tokenizer = char_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     path = tmp_path_factory.mktemp("cuda-serve") / "m"
     torch.manual_seed(0)
