@@ -24,7 +24,8 @@ def add_model_args(parser) -> None:
     parser.add_argument("model", help="model directory: Xmodel, or a Llama / MiniCPM checkpoint (converted on load)")
     parser.add_argument("--tokenizer", help="tokenizer directory, if not the model directory")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="weights and compute precision (auto: the checkpoint's)")
+                        help="weights and compute precision (auto: the checkpoint's, but fp32 on a CPU where "
+                             "its bf16/fp16 products measure slower than fp32's, as on AVX2-only CPUs)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument("--quantize", default="none", choices=["none", "int8"],
                         help="int8: int8 weight-only linear layers, bf16 elsewhere — about 1.6x faster decoding "

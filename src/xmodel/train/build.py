@@ -10,22 +10,32 @@ parallelism, compiled if asked, and its optimizers (`optimizers`: AdamW, or Muon
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from ..model import XmodelConfig, XmodelForCausalLM
+from ..model.precision import Precision, choose_precision, probe_shape
 from .config import TrainConfig
 from .distributed import DistEnv, wrap_model
 from .optimizers import build_optimizers
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16" or device.type == "cpu" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+def run_precision(train: TrainConfig, model_cfg: XmodelConfig, env: DistEnv) -> Precision:
+    """The run's precision (`train.precision`; on a CPU, "auto" is bf16 only where a product of the model's own
+    MLP shape measured faster in it). Every rank computes in the same one: on several ranks bf16 needs all of
+    them to have chosen it."""
+    tokens = train.micro_batch_size * 256
+    choice = choose_precision(train.precision, env.device,
+                              probe_shape(model_cfg.hidden_size, model_cfg.intermediate_size, tokens))
+    if env.world_size > 1 and dist.is_initialized():
+        agreed = torch.tensor([choice.name == "bf16"], dtype=torch.int32, device=env.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+        if choice.name == "bf16" and not agreed.item():
+            choice = dataclasses.replace(choice, name="fp32", reason=choice.reason + "; fp32 on another rank")
+    return choice
 
 
 def amp_context(device: torch.device, amp_dtype: torch.dtype | None):
@@ -53,7 +63,11 @@ class Built:
     optimizers: list[torch.optim.Optimizer]  # stepped together (Muon for hidden matrices + AdamW, or AdamW)
     env: DistEnv
     parallel: str                       # none / ddp / fsdp, as applied
-    amp_dtype: torch.dtype | None
+    precision: Precision                # what the passes compute in, and why (logged, in config.json)
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return self.precision.autocast_dtype
 
     @property
     def device(self) -> torch.device:
@@ -67,9 +81,9 @@ def build(model_cfg: XmodelConfig, train: TrainConfig, env: DistEnv) -> Built:
     if train.activation_checkpointing:
         module.gradient_checkpointing_enable()
     parallel = train.parallel if train.parallel != "auto" else ("ddp" if env.world_size > 1 else "none")
-    amp_dtype = autocast_dtype(train.precision, env.device)
-    model = wrap_model(module, parallel, env, amp_dtype)  # FSDP2 in bf16 on CUDA: bf16 all-gathers (distributed)
+    precision = run_precision(train, model_cfg, env)
+    model = wrap_model(module, parallel, env, precision.autocast_dtype)  # FSDP2 in bf16 on CUDA: bf16 all-gathers (distributed)
     optimizers = build_optimizers(module, train, env.device)
     step_model = torch.compile(model) if train.compile else model
     return Built(model=model, module=module, step_model=step_model, optimizers=optimizers, env=env,
-                 parallel=parallel, amp_dtype=amp_dtype)
+                 parallel=parallel, precision=precision)

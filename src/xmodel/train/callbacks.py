@@ -135,10 +135,13 @@ def sample_generations(model, tokenizer, prompts: list[str], max_new_tokens: int
 
 
 class Throughput(Callback):
-    """Tokens/s and MFU over the steps since the previous logged step, on logged steps."""
+    """Tokens/s and MFU over the steps since the previous logged step, on logged steps. An MFU above 100 % can
+    only mean the peak was measured low (another process on the CPU at the time): it is withheld, with a note
+    in the log once, rather than printed."""
 
     def __init__(self, flops_per_token: float, peak_flops: float):
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.noted = False
 
     def on_start(self, run):
         self.t_last, self.tokens_last = time.perf_counter(), run.state.tokens
@@ -149,8 +152,14 @@ class Throughput(Callback):
         now = time.perf_counter()
         tok_s = (run.state.tokens - self.tokens_last) / max(now - self.t_last, 1e-9)
         self.t_last, self.tokens_last = now, run.state.tokens
-        record.update(tokens_per_s=tok_s,
-                      mfu=tok_s * self.flops_per_token / (self.peak_flops * run.built.env.world_size))
+        mfu = tok_s * self.flops_per_token / (self.peak_flops * run.built.env.world_size)
+        record.update(tokens_per_s=tok_s)
+        if mfu <= 1.0:
+            record.update(mfu=mfu)
+        elif not self.noted:
+            self.noted = True
+            run.log(f"MFU withheld: {mfu:.0%} of a {self.peak_flops / 1e9:.0f} GFLOP/s peak means the peak was "
+                    "measured low (a busy machine at the start); set train.peak_flops to the device's peak")
 
 
 class MetricsWriter(Callback):
@@ -185,7 +194,9 @@ class ProgressBar(Callback):
         if "loss" in record:
             shown = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.2e}"}
             if "tokens_per_s" in record:
-                shown.update({"tok/s": f"{record['tokens_per_s']:.0f}", "mfu": f"{record['mfu']:.1%}"})
+                shown["tok/s"] = f"{record['tokens_per_s']:.0f}"
+            if "mfu" in record:
+                shown["mfu"] = f"{record['mfu']:.1%}"
             self.bar.set_postfix(shown)
 
     def close(self, run):

@@ -45,6 +45,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)   # the loss of every logged step
     eval_loss: float | None = None
     stopped_early: str | None = None
+    precision: str | None = None                        # what the passes computed in ("fp32" / "bf16")
 
 
 @dataclass
@@ -181,6 +182,9 @@ def train(model_cfg: XmodelConfig, train_cfg: TrainConfig, data: BatchSource, ru
     if tokenizer is not None:
         check_vocab_fits(len(tokenizer), model_cfg.vocab_size, model="model.vocab_size")
     built = build(model_cfg, train_cfg, env)
+    say(str(built.precision))
+    if run_record is not None:  # config.json and every checkpoint say what the run computed in, and why
+        run_record = {**run_record, "precision": built.precision.to_dict()}
     plan = batch_plan(train_cfg, data.seq_len, env.world_size)
     state = resolve_start(start, run_dir, built, train_cfg, plan, log=say)
     if env.is_main and run_record is not None:
@@ -190,7 +194,7 @@ def train(model_cfg: XmodelConfig, train_cfg: TrainConfig, data: BatchSource, ru
         callbacks = standard_callbacks(train_cfg, model_cfg, data.seq_len, built, heldout=heldout,
                                        tokenizer=tokenizer, run_record=run_record, progress=progress)
     run = Run(built=built, state=state, train=train_cfg, run_dir=run_dir, last_step=last_step(state, train_cfg),
-              result=TrainResult(run_dir=run_dir, step=state.step), log=say)
+              result=TrainResult(run_dir=run_dir, step=state.step, precision=built.precision.name), log=say)
     return train_loop(run, data, plan, [*extra_callbacks, *callbacks])
 
 

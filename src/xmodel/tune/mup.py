@@ -90,6 +90,7 @@ def make_objective(base: Config, data: TuneData, out_dir: Path):
         outcome = run_budgeted(cfg, data.stable(seed=cfg.train.seed), out_dir / "trials" / f"trial_{trial.number:04d}",
                                heldout, on_eval=on_eval, log=lambda *_: None)
         trial.set_user_attr("tokens", outcome.result.step * tokens_per_step)
+        trial.set_user_attr("precision", outcome.result.precision)  # "auto" resolves per machine: say which
         trial.set_user_attr("train_loss", outcome.result.losses[-1] if outcome.result.losses else None)
         if math.isnan(outcome.objective):
             trial.set_user_attr("fail_reason", outcome.result.stopped_early or "non-finite held-out loss")
