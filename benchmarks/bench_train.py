@@ -3,15 +3,21 @@
 Same shape (the `tiny` preset by default), batch, sequence and weights. Baselines, measured in the same run:
 
 * HF eager: `LlamaForCausalLM` + `torch.optim.AdamW`, fp32, no compile;
-* HF + switches: the same with bf16 autocast, `torch.compile` and fused AdamW — the switches Xmodel uses.
+* HF at its best: the same with `torch.compile` and fused AdamW, in the precision this machine runs fastest
+  (`--precision auto`: the trainer's own rule — bf16 autocast only where a bf16 product of the model's MLP shape
+  measures ≥ 1.2× fp32; on an AVX2-only CPU that is fp32, where bf16 is emulated 10–30× slower).
 
-Xmodel's step is the trainer's own `train_step` (forward/backward, clip, AdamW with μP groups), with the config's loss
-(`chunked` cross-entropy by default) and precision. All variants are built and compiled first, then timed one
-step each in turn for `--steps` rounds; the ratios are medians of the rounds' ratios (this VM's speed drifts by
-tens of percent over minutes). Goals: ≥ 2.5× and ≥ 1.2×.
+Xmodel's step is the trainer's own `train_step` (forward/backward, clip, AdamW with μP groups), with the config's
+loss (`chunked` cross-entropy by default) and the same precision. Variant names carry their precision ("xmodel
+fp32 chunked-loss compile", "hf bf16+compile+fused"); `--precision both` runs every variant in fp32 and bf16.
+All variants are built and compiled first, then timed one step each in turn for `--steps` rounds; the ratios are
+medians of the rounds' ratios (this VM's speed drifts by tens of percent over minutes). Goals: ≥ 2.5× HF eager
+and ≥ 1.2× HF at its best. The first lines name the CPU (model, the instruction sets that decide bf16 speed)
+and the two measured matmul rates behind the precision.
 
     python benchmarks/bench_train.py [--preset tiny] [--batch 4] [--seq 256] [--steps 6] [--no-compile]
-                                     [--profile 4] [--device cuda] [--no-baselines]
+                                     [--precision auto|fp32|bf16|both] [--profile 4] [--device cuda]
+                                     [--no-baselines]
 
 On a GPU, the issue's figure (Xmodel-2 1.2B at 4,096 tokens, bf16): `--device cuda --preset xmodel-2-1.2b
 --batch 1 --seq 4096 --steps 5 --no-baselines --variants "xmodel bf16 chunked-loss compile"` prints tokens/s,
@@ -19,7 +25,7 @@ MFU against the GPU's bf16 dense peak and the variant's peak memory. `--activati
 decoder layer in backward (`train.activation_checkpointing`); `--peak-flops` replaces the table's peak in MFU (a
 measured matmul rate, as benchmarks/gpu/run.sh passes); `--json FILE` writes the figures.
 
-`--profile N` then profiles N more steps of the best Xmodel variant and of HF with the same switches
+`--profile N` then profiles N more steps of the best Xmodel variant and of HF at its best
 (alternating) and prints where a step's time goes in each, op by op (inductor kernels and matmul shapes named).
 """
 
@@ -41,12 +47,16 @@ from bench_model import llama_like  # noqa: E402
 
 from xmodel import XmodelForCausalLM  # noqa: E402
 from xmodel.config import load_config  # noqa: E402
+from xmodel.model.precision import Precision, choose_precision, cpu_description, probe_shape  # noqa: E402
 from xmodel.model.stats import model_stats  # noqa: E402
 from xmodel.train.build import Built  # noqa: E402
 from xmodel.train.distributed import DistEnv  # noqa: E402
 from xmodel.train.metrics import peak_flops_per_device  # noqa: E402
 from xmodel.train.optimizers import build_optimizers  # noqa: E402
 from xmodel.train.step import train_step  # noqa: E402
+
+
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def hf_step_fn(model, optimizer, ids, bf16: bool):
@@ -65,7 +75,8 @@ def xmodel_step_fn(model, step_model, optimizers, ids, bf16: bool, chunked: bool
     """The trainer's own step (`train_step`: forward/backward, clip, AdamW with the device-side skip of
     non-finite steps), which leaves every figure on the device."""
     built = Built(model=model, module=model, step_model=step_model, optimizers=optimizers,
-                  env=DistEnv(device=ids.device), parallel="none", amp_dtype=torch.bfloat16 if bf16 else None)
+                  env=DistEnv(device=ids.device), parallel="none",
+                  precision=Precision("bf16" if bf16 else "fp32", "bf16" if bf16 else "fp32", "as set", str(ids.device)))
     batch = [{"input_ids": ids, "labels": ids}]
     targets = ids.shape[0] * (ids.shape[1] - 1)
 
@@ -109,7 +120,11 @@ def main() -> None:
     ap.add_argument("--activation-checkpointing", action="store_true",
                     help="Xmodel variants recompute each decoder layer in backward (train.activation_checkpointing)")
     ap.add_argument("--peak-flops", type=float, default=None, metavar="FLOP/S",
-                    help="bf16 peak for MFU (default: the GPU's datasheet figure, or measured on a CPU)")
+                    help="peak for MFU (default: the GPU's datasheet figure, or measured on a CPU in each "
+                         "variant's precision)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "both"],
+                    help="the variants' precision (auto: the trainer's rule — bf16 only where a bf16 product of "
+                         "the model's MLP shape measures ≥ 1.2x fp32; both: every variant in each)")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the figures to FILE as JSON")
     args = ap.parse_args()
     try:
@@ -130,11 +145,11 @@ def main() -> None:
     tokens = args.batch * args.seq
     compile_ok = not args.no_compile
 
-    def make_hf(switches: bool):
+    def make_hf(switches: bool, bf16: bool):
         model = llama_like(cfg).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=switches or None)
         step_model = torch.compile(model) if switches and compile_ok else model
-        return hf_step_fn(step_model, opt, ids, bf16=switches)
+        return hf_step_fn(step_model, opt, ids, bf16=bf16)
 
     def make_xmodel(bf16: bool, chunked: bool, compiled: bool, optimizer: str = "adamw"):
         model = XmodelForCausalLM(cfg).to(device).train()
@@ -145,30 +160,52 @@ def main() -> None:
         step_model = torch.compile(model) if compiled and compile_ok else model
         return xmodel_step_fn(model, step_model, opt, ids, bf16, chunked)
 
-    variants = {
-        "hf eager fp32": lambda: make_hf(False),
-        "hf bf16+compile+fused": lambda: make_hf(True),
-        "xmodel fp32 standard-loss": lambda: make_xmodel(False, False, False),
-        "xmodel bf16 standard-loss": lambda: make_xmodel(True, False, False),
-        "xmodel bf16 chunked-loss": lambda: make_xmodel(True, True, False),
-        "xmodel bf16 chunked-loss compile": lambda: make_xmodel(True, True, True),
-        "xmodel bf16 standard-loss compile": lambda: make_xmodel(True, False, True),
-        # Muon for the hidden matrices (5 Newton–Schulz iterations each, in bf16), AdamW for the rest.
-        "xmodel bf16 chunked-loss compile muon": lambda: make_xmodel(True, True, True, "muon"),
-    }
+    # Every precision's variants exist; those of the precision `--precision` resolves to run unless --variants
+    # names others ("auto": the trainer's own rule, bf16 only where a bf16 product of the model's MLP shape
+    # measured faster; HF then runs at its best on this CPU too, e.g. fp32 + compile + fused AdamW on AVX2).
+    def variants_in(p: str) -> dict:
+        bf16 = p == "bf16"
+        return {
+            f"hf {p}+compile+fused": lambda: make_hf(True, bf16),
+            f"xmodel {p} standard-loss": lambda: make_xmodel(bf16, False, False),
+            f"xmodel {p} chunked-loss": lambda: make_xmodel(bf16, True, False),
+            f"xmodel {p} chunked-loss compile": lambda: make_xmodel(bf16, True, True),
+            f"xmodel {p} standard-loss compile": lambda: make_xmodel(bf16, False, True),
+            # Muon for the hidden matrices (5 Newton–Schulz iterations each, in bf16), AdamW for the rest.
+            f"xmodel {p} chunked-loss compile muon": lambda: make_xmodel(bf16, True, True, "muon"),
+        }
+
+    choice = choose_precision(args.precision if args.precision != "both" else "auto", device,
+                              probe_shape(cfg.hidden_size, cfg.intermediate_size, tokens))
+    chosen = ["fp32", "bf16"] if args.precision == "both" else [choice.name]
+    variants = {"hf eager fp32": lambda: make_hf(False, False)}
+    for p in ("fp32", "bf16"):
+        variants.update({k: v for k, v in variants_in(p).items() if p in chosen or args.variants != "all"})
     if args.variants != "all":
         wanted = set(args.variants.split(","))
+        unknown = wanted - set(variants)
+        if unknown:
+            ap.error(f"--variants: unknown {', '.join(sorted(unknown))} (known: {', '.join(variants)})")
         variants = {k: v for k, v in variants.items() if k in wanted or k.startswith("hf")}
+        used = {p for p in ("fp32", "bf16") if any(k.startswith(f"xmodel {p}") for k in variants)}
+        variants = {k: v for k, v in variants.items() if not k.startswith("hf ") or k == "hf eager fp32"
+                    or any(k.startswith(f"hf {p}+") for p in used)}
     if args.no_baselines:
         variants = {k: v for k, v in variants.items() if not k.startswith("hf")}
     stats = model_stats(cfg, args.seq)
     flops_per_token = stats.flops_per_token_train
-    peak_bf16 = args.peak_flops or peak_flops_per_device(device, torch.bfloat16)
+    precisions = {"fp32" if k == "hf eager fp32" else k.split()[1].split("+")[0] for k in variants}
+    peaks = {p: args.peak_flops or peak_flops_per_device(device, PRECISION_DTYPES[p]) for p in sorted(precisions)}
     peak_source = "given" if args.peak_flops else "measured" if device.type == "cpu" else "datasheet"
-    where = (torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads")
-    print(f"preset {args.preset} ({stats.params_total / 1e6:.1f}M params), batch {args.batch} × seq {args.seq}, {where}; "
-          f"{peak_source} bf16 matmul peak {peak_bf16 / 1e9:.0f} GFLOP/s"
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda" else
+             f"{cpu_description()}, {torch.get_num_threads()} threads")
+    print(f"preset {args.preset} ({stats.params_total / 1e6:.1f}M params), batch {args.batch} × seq {args.seq}, {where}"
           f"{'; activation checkpointing' if args.activation_checkpointing else ''}")
+    print(f"{choice}")
+    print("MFU peaks (" + peak_source + "): " + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
+
+    def variant_peak(name: str) -> float:
+        return peaks["fp32" if name == "hf eager fp32" else name.split()[1].split("+")[0]]
     # Every variant is built and warmed up (compiled) first; then the timed steps go round-robin over the
     # variants, so a drift in this machine's speed over minutes hits all of them alike.
     steps, peak_memory, warmup_seconds = {}, {}, {}
@@ -197,7 +234,8 @@ def main() -> None:
     results = {name: tokens / statistics.median(ts) for name, ts in seconds.items()}
     for name, tps in results.items():
         memory = f"   peak memory {peak_memory[name] / 2**30:6.1f} GiB" if name in peak_memory else ""
-        print(f"  {name:36s} {tps:8.0f} tok/s   MFU {tps * flops_per_token / peak_bf16:6.1%}{memory}", flush=True)
+        print(f"  {name:38s} {tps:8.0f} tok/s   MFU {tps * flops_per_token / variant_peak(name):6.1%}{memory}",
+              flush=True)
     best = max((k for k in results if k.startswith("xmodel")), key=results.get)
 
     def ratio(baseline: str) -> str:
@@ -207,24 +245,29 @@ def main() -> None:
 
     print(f"best xmodel variant: {best}")
     if args.json:
-        write_json(args, device, where, stats, peak_bf16, peak_source, results, seconds, peak_memory, warmup_seconds)
+        write_json(args, device, where, stats, {n: variant_peak(n) for n in results}, peak_source, results, seconds,
+                   peak_memory, warmup_seconds, choice)
     if args.no_baselines:
         return
+    hf_best = max((k for k in results if k.startswith("hf ") and k != "hf eager fp32"), key=results.get,
+                  default="hf eager fp32")
     print(f"ratio vs HF eager fp32:             {ratio('hf eager fp32')}")
-    print(f"ratio vs HF with the same switches: {ratio('hf bf16+compile+fused')}")
+    print(f"ratio vs HF at its best here ({hf_best}): {ratio(hf_best)}")
     if args.profile:
-        print_profile({best: steps[best], "hf bf16+compile+fused": steps["hf bf16+compile+fused"]}, args.profile)
+        print_profile({best: steps[best], hf_best: steps[hf_best]}, args.profile)
 
 
-def write_json(args, device, where, stats, peak, peak_source, results, seconds, peak_memory, warmup_seconds):
+def write_json(args, device, where, stats, peaks, peak_source, results, seconds, peak_memory, warmup_seconds,
+               choice):
     import json
 
     record = {
         "preset": args.preset, "batch": args.batch, "seq": args.seq, "device": str(device), "where": where,
         "activation_checkpointing": args.activation_checkpointing, "compile": not args.no_compile,
         "params": stats.params_total, "flops_per_token": stats.flops_per_token_train,
-        "peak_flops": peak, "peak_source": peak_source, "torch": torch.__version__,
-        "variants": {name: {"tokens_per_s": tps, "mfu": tps * stats.flops_per_token_train / peak,
+        "peak_flops": max(peaks.values()), "peak_source": peak_source, "torch": torch.__version__,
+        "precision": choice.to_dict(),
+        "variants": {name: {"tokens_per_s": tps, "mfu": tps * stats.flops_per_token_train / peaks[name],
                             "step_s": seconds[name], "warmup_s": warmup_seconds.get(name),
                             "peak_memory_gib": peak_memory[name] / 2**30 if name in peak_memory else None}
                      for name, tps in results.items()},
