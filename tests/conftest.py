@@ -3,8 +3,17 @@ import os
 import pytest
 import torch
 
-import xmodel  # noqa: F401  (registers the Auto classes)
-from xmodel import XmodelConfig
+# Inductor's FX-graph cache key leaves out the vector ISA: a cached graph brings C++ source generated for the ISA of the
+# run that compiled it, built again for the current one, and a run capped with ATEN_CPU_CAPABILITY (emulating an AVX2
+# CPU) then computes garbage from an uncapped run's kernels, and the other way round. Keep their caches apart (before
+# `import xmodel`, which fixes the cache folder).
+if (capability := os.environ.get("ATEN_CPU_CAPABILITY")) and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}_{capability.lower()}"
+
+import xmodel  # noqa: E402,F401  (registers the Auto classes)
+from xmodel import XmodelConfig  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -19,6 +19,7 @@ grouped K/V heads read in place and, in compiled training, a faster backward. Th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from ..errors import XmodelError
 from .configuration_xmodel import XmodelConfig
 from .cpu_attention import CPU_ATTENTION
 from .fused_loss import linear_cross_entropy
@@ -108,10 +110,54 @@ def attention_implementation(config: XmodelConfig, query: torch.Tensor) -> str:
     Both are the same SDPA kernel. Xmodel's reads grouped K/V heads in place (transformers' "sdpa" copies them
     repeated when there is a mask, as in the engine's compiled decoding) and gives compiled CPU training its
     faster backward (`cpu_attention`), so on CPU the default is what it was before the registry.
+    "flex_attention" on a CPU where torch's kernel computes it wrongly (`flex_attention_cpu_problem`) raises
+    XmodelError rather than give wrong or NaN logits.
     """
-    if config._attn_implementation == "sdpa" and query.device.type == "cpu":
-        return CPU_ATTENTION
-    return config._attn_implementation
+    implementation = config._attn_implementation
+    if query.device.type == "cpu":
+        if implementation == "sdpa":
+            return CPU_ATTENTION
+        if implementation == "flex_attention" and (problem := flex_attention_cpu_problem(config.head_dim)):
+            raise XmodelError(problem)
+    return implementation
+
+
+# PyTorch's only CPU kernel for flex attention, inductor's C++ template (torch/_inductor/codegen/
+# cpp_flex_attention_template.py, `micro_gemm_define`), computes Q·Kᵀ with a micro-GEMM blocked 16 keys wide whatever
+# the vector width. Where a vector holds fewer floats (AVX2: 8) and head_dim is a multiple of that width below 24 (8 or
+# 16), the GEMM's partial-block branch (`cpp_micro_gemm.py`, `ntail_transpose_b_kernel`, "first implementation") takes a
+# block of 8 keys for 16: it reads 8 key rows past the block (past the end of K for the last head) and writes 8 scores
+# past its output — after a block's last query row, over the running row maxima of the online softmax when the
+# sequence fits one 128-token block. So whenever the keys end 8 short of a multiple of 16 (24, 40, ... tokens) the
+# attention is garbage or NaN, in fp32 and bf16 alike. With 16-float vectors (AVX-512, AMX) the branch cannot be taken,
+# and other head sizes take the GEMM's other branch.
+FLEX_CPU_GEMM_BLOCK_N = 16  # `GemmBlocking(1, 16, 1)` in torch 2.13's template
+FLEX_CPU_GEMM_TRANSPOSED_MAX_K = 24  # the branch needs head_dim < 24 · block_m (block_m = 1)
+
+
+@torch.compiler.assume_constant_result
+def flex_attention_cpu_problem(head_dim: int) -> str | None:
+    """Why flex attention on this CPU would give wrong outputs for `head_dim`, in one line, or None if it is sound.
+
+    Decided by the vector ISA inductor compiles for (`pick_vec_isa`: the CPU's, as capped by ATEN_CPU_CAPABILITY or
+    inductor's ``cpp.simdlen``), so it holds for a real AVX2 CPU and an AVX2-capped one alike.
+    """
+    return _flex_attention_cpu_problem(head_dim)
+
+
+@functools.cache
+def _flex_attention_cpu_problem(head_dim: int) -> str | None:
+    if head_dim >= FLEX_CPU_GEMM_TRANSPOSED_MAX_K:
+        return None  # checked first: probing the ISA compiles test programs the first time (inductor does it anyway)
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    isa = pick_vec_isa()
+    width = isa.nelements(torch.float)
+    if not 0 < width < FLEX_CPU_GEMM_BLOCK_N or head_dim % width:
+        return None
+    return (f"attn_implementation 'flex_attention': torch {torch.__version__}'s CPU flex-attention kernel gives wrong "
+            f"or NaN outputs with head_dim {head_dim} on this {isa} CPU ({width}-float vectors); "
+            "use 'sdpa' or 'eager' here")
 
 
 class XmodelAttention(nn.Module):
