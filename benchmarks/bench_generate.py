@@ -12,11 +12,14 @@ One random-weight model of a preset (default `tiny`: d512, 21 layers, 65,280 voc
                                  not the same numbers: a speed option, compared with both precisions' baseline)
 * ``llama.cpp <type>``          the GGUF export in llama-cpp-python (batch 1; skipped if not installed)
 
-each for batch 1 and batch 8, greedy, `--new` tokens after a `--prompt`-token prompt, in fp32 and (for the
-PyTorch systems) bf16. Systems alternate within each round; the median of `--rounds` rounds is reported with
+each for batch 1 and batch 8, greedy, `--new` tokens after a `--prompt`-token prompt, in the precision the
+loader's rule picks on this CPU (`--precision auto`: bf16 only where a bf16 product of the model's MLP shape
+measures ≥ 1.2× fp32, as `xmodel chat` runs a bf16 checkpoint; `both`: fp32 and bf16; llama.cpp is not
+affected). Systems alternate within each round; the median of `--rounds` rounds is reported with
 the ratio to the baseline of the same precision and batch. Goal: the engine ≥ 2× transformers' generate.
 
     python benchmarks/bench_generate.py [--preset tiny] [--prompt 32] [--new 64] [--rounds 3] [--threads N]
+                                        [--precision auto|fp32|bf16|both]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from xmodel.config import load_config
 from xmodel.export.llama import to_llama
 from xmodel.inference import Generator, SamplingParams
 from xmodel.inference.quantize import quantize_int8
+from xmodel.model.precision import benchmark_precisions, cpu_description, probe_shape
 
 
 class IdsOnly:
@@ -88,6 +92,9 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--no-llama-cpp", action="store_true")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "both"],
+                    help="auto: the loader's rule for this CPU (fp32 where bf16 products are slower); both: fp32 "
+                         "and bf16")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled engine (1-2 min of compiling "
                                                                 "per batch and precision on a CPU)")
     args = ap.parse_args()
@@ -98,7 +105,10 @@ def main() -> None:
     llama = to_llama(model).eval()
     int8 = quantize_int8(copy.deepcopy(model))
     print(f"preset {args.preset}: d{cfg.hidden_size} L{cfg.num_hidden_layers} V{cfg.vocab_size}, prompt {args.prompt}"
-          f" + {args.new} new tokens, greedy, {args.threads} threads, torch {torch.__version__}")
+          f" + {args.new} new tokens, greedy, {args.threads} threads, torch {torch.__version__}, {cpu_description()}")
+    precisions, choice = benchmark_precisions(args.precision, "cpu", probe_shape(cfg.hidden_size,
+                                                                                 cfg.intermediate_size))
+    print(choice)
 
     gguf_files = {}
     tmp = tempfile.TemporaryDirectory()
@@ -114,7 +124,7 @@ def main() -> None:
     results = []
     for batch in [int(b) for b in args.batches.split(",")]:
         ids = torch.randint(4, cfg.vocab_size, (batch, args.prompt))
-        for dtype in (torch.float32, torch.bfloat16):
+        for dtype in [torch.bfloat16 if p == "bf16" else torch.float32 for p in precisions]:
             ours, hf_llama = copy.deepcopy(model).to(dtype), copy.deepcopy(llama).to(dtype)
             systems = {
                 "hf generate (Xmodel)": hf_runner(ours, ids, args.new),

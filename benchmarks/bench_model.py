@@ -1,9 +1,11 @@
 """Forward+backward tokens/s of an Xmodel preset against transformers' LlamaForCausalLM of the same shape.
 
 Both models get the same weights, batch and sequence; timings alternate between them (median of several
-steps after warm-up) in fp32 and under bf16 autocast, and the ratio ours/HF is printed. Goal: ≥ 1.0×.
+steps after warm-up) in the precision the trainer's rule picks on this CPU (`--precision auto`: bf16 autocast
+only where a bf16 product of the model's MLP shape measures ≥ 1.2× fp32; `both`: fp32 and bf16), and the ratio
+ours/HF is printed. Goal: ≥ 1.0×. The first lines name the CPU and the rates behind the precision.
 
-    python benchmarks/bench_model.py [--preset tiny] [--batch 2] [--seq 256] [--steps 5]
+    python benchmarks/bench_model.py [--preset tiny] [--batch 2] [--seq 256] [--steps 5] [--precision both]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from xmodel import XmodelForCausalLM
 from xmodel.config import load_config
+from xmodel.model.precision import benchmark_precisions, cpu_description, probe_shape
 
 
 def llama_like(cfg) -> LlamaForCausalLM:
@@ -46,6 +49,8 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "both"],
+                    help="auto: the trainer's rule for this CPU; both: fp32 and bf16 autocast")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -55,9 +60,11 @@ def main() -> None:
     hf.load_state_dict(ours.state_dict(), strict=False)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
     tokens = args.batch * args.seq
+    precisions, choice = benchmark_precisions(args.precision, "cpu", probe_shape(cfg.hidden_size,
+                                                                                 cfg.intermediate_size, tokens))
     print(f"preset {args.preset}: batch {args.batch} × seq {args.seq}, {args.threads} threads, "
-          f"torch {torch.__version__}")
-    for autocast in (False, True):
+          f"torch {torch.__version__}, {cpu_description()}\n{choice}")
+    for autocast in [p == "bf16" for p in precisions]:
         times = {"xmodel": [], "hf": []}
         for i in range(args.steps + 1):
             for name, model in (("xmodel", ours), ("hf", hf)) if i % 2 else (("hf", hf), ("xmodel", ours)):

@@ -47,7 +47,7 @@ from bench_model import llama_like  # noqa: E402
 
 from xmodel import XmodelForCausalLM  # noqa: E402
 from xmodel.config import load_config  # noqa: E402
-from xmodel.model.precision import Precision, choose_precision, cpu_description, probe_shape  # noqa: E402
+from xmodel.model.precision import Precision, benchmark_precisions, cpu_description, probe_shape  # noqa: E402
 from xmodel.model.stats import model_stats  # noqa: E402
 from xmodel.train.build import Built  # noqa: E402
 from xmodel.train.distributed import DistEnv  # noqa: E402
@@ -175,9 +175,8 @@ def main() -> None:
             f"xmodel {p} chunked-loss compile muon": lambda: make_xmodel(bf16, True, True, "muon"),
         }
 
-    choice = choose_precision(args.precision if args.precision != "both" else "auto", device,
-                              probe_shape(cfg.hidden_size, cfg.intermediate_size, tokens))
-    chosen = ["fp32", "bf16"] if args.precision == "both" else [choice.name]
+    chosen, choice = benchmark_precisions(args.precision, device,
+                                          probe_shape(cfg.hidden_size, cfg.intermediate_size, tokens))
     variants = {"hf eager fp32": lambda: make_hf(False, False)}
     for p in ("fp32", "bf16"):
         variants.update({k: v for k, v in variants_in(p).items() if p in chosen or args.variants != "all"})

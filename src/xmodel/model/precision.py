@@ -194,3 +194,12 @@ def cpu_weights_dtype(weights: torch.dtype, hidden: int, intermediate: int) -> t
         return weights, None
     return torch.float32, (f"{rates.half_name} weights computed in fp32: {rates.half_name} measured "
                            f"{rates.speedup:.2f}× fp32 on this CPU ({rates})")
+
+
+def benchmark_precisions(option: str, device: torch.device | str, shape: tuple[int, int, int]
+                         ) -> tuple[list[str], Precision]:
+    """The precisions a benchmark's own variants run in for its `--precision` option: "both" → fp32 and bf16;
+    "auto", "fp32", "bf16" → the one `choose_precision` gives (so "auto" follows the trainer's rule); with
+    the choice behind it, for the benchmark to print."""
+    choice = choose_precision("auto" if option == "both" else option, device, shape)
+    return (["fp32", "bf16"] if option == "both" else [choice.name]), choice
