@@ -183,13 +183,12 @@ def train(model_cfg: XmodelConfig, train_cfg: TrainConfig, data: BatchSource, ru
         check_vocab_fits(len(tokenizer), model_cfg.vocab_size, model="model.vocab_size")
     built = build(model_cfg, train_cfg, env)
     say(str(built.precision))
-    if run_record is not None:  # config.json and every checkpoint say what the run computed in, and why
-        run_record = {**run_record, "precision": built.precision.to_dict()}
     plan = batch_plan(train_cfg, data.seq_len, env.world_size)
     state = resolve_start(start, run_dir, built, train_cfg, plan, log=say)
     if env.is_main and run_record is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_record(run_dir, {**run_record, "changes": state.changes})
+        # config.json also says what this process computed in, and why (a resumed run: the latest process)
+        write_run_record(run_dir, {**run_record, "changes": state.changes, "precision": built.precision.to_dict()})
     if callbacks is None:
         callbacks = standard_callbacks(train_cfg, model_cfg, data.seq_len, built, heldout=heldout,
                                        tokenizer=tokenizer, run_record=run_record, progress=progress)
