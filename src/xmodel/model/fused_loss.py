@@ -9,11 +9,12 @@ gradient. Same matmul FLOPs as the standard path, a fraction of its memory traff
 
 Two choices measured on CPU (docs/PERFORMANCE.md, "Training step"):
 
-* The logits are ``h @ w_t`` and the hidden-state gradient ``(w_t @ d_logits.T).T`` with ``w_t`` the (d, V)
-  transpose of the head weight: oneDNN runs the latter 1.5× faster than the ``d_logits @ w`` of a plain
+* In bf16 the logits are ``h @ w_t`` and the hidden-state gradient ``(w_t @ d_logits.T).T`` with ``w_t`` the
+  (d, V) transpose of the head weight: oneDNN runs the latter 1.5× faster than the ``d_logits @ w`` of a plain
   ``nn.Linear`` at these shapes (K = 65,280). Under ``torch.compile`` ``w_t`` is also made contiguous, which
   inductor folds into the autocast cast and which makes the logits GEMM ≈ 1.2× faster; eagerly that
-  transposed copy would cost more than it saves.
+  transposed copy would cost more than it saves. In fp32 (MKL's GEMMs; AVX2 CPUs train in fp32) the plain
+  ``h @ w.T`` and ``d_logits @ w`` are as fast or faster, and the copy would cost ≈ 0.1 s a step for `tiny`.
 * Under ``torch.compile``, d_logits is one ``where`` over a column-index comparison, which inductor fuses with
   the exponential into a single pass writing the compute dtype; eagerly the same values are formed in place,
   so eager peak memory stays at one fp32 chunk of logits.
@@ -50,8 +51,11 @@ def _chunked_loss(hidden, weight, targets, ignore_index: int, chunk_size: int, g
     device = hidden.device.type
     compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
     w_t = weight.to(compute_dtype).t()  # (d, V)
-    if torch.compiler.is_compiling():  # inductor folds the transposed copy into the cast; eagerly it costs more
-        w_t = w_t.contiguous()          # than it saves (see the module doc)
+    # bf16: a contiguous transposed copy, folded into the cast under compile (eagerly it costs more than it
+    # saves). fp32 has no cast to fold it into, and MKL's fp32 GEMMs run the plain layouts as fast or faster.
+    transposed = compute_dtype != torch.float32
+    if transposed and torch.compiler.is_compiling():
+        w_t = w_t.contiguous()
     d_hidden = torch.empty_like(hidden) if grad_hidden else None
     d_weight = None
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -67,7 +71,8 @@ def _chunked_loss(hidden, weight, targets, ignore_index: int, chunk_size: int, g
             continue
         d_logits = _softmax_minus_onehot(logits, lse, t, valid, compute_dtype)
         if grad_hidden:
-            d_hidden[start:start + chunk_size] = (w_t @ d_logits.t()).t().to(hidden.dtype)
+            grad = (w_t @ d_logits.t()).t() if transposed else d_logits @ weight
+            d_hidden[start:start + chunk_size] = grad.to(hidden.dtype)
         if grad_weight:
             chunk_grad = d_logits.t() @ h
             d_weight = chunk_grad.float() if d_weight is None else d_weight.add_(chunk_grad)
