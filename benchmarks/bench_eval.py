@@ -33,6 +33,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast 
 from xmodel import XmodelForCausalLM  # noqa: E402
 from xmodel.config import load_config  # noqa: E402
 from xmodel.data.root import data_root as resolve_data_root  # noqa: E402
+from xmodel.model.precision import cpu_description  # noqa: E402
 
 
 def train_tokenizer(data_root: Path, vocab_size: int) -> PreTrainedTokenizerFast:
@@ -109,7 +110,8 @@ def main() -> None:
         diff = (ours(input_ids=ids).logits - llama(input_ids=ids).logits).abs().max().item()
     print(f"preset {args.preset} ({sum(p.numel() for p in ours.parameters()) / 1e6:.1f}M parameters), "
           f"ARC-Easy × {args.limit} questions, batch {args.batch_size}, {args.threads} threads, "
-          f"torch {torch.__version__}; max |logit difference| xmodel vs llama export: {diff:.2e}")
+          f"torch {torch.__version__}, fp32 on {cpu_description()}; max |logit difference| xmodel vs llama "
+          f"export: {diff:.2e}")
 
     with tempfile.TemporaryDirectory() as tmp:
         llama.save_pretrained(tmp)
