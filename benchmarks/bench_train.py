@@ -59,6 +59,11 @@ from xmodel.train.step import train_step  # noqa: E402
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def variant_precision(name: str) -> str:
+    """"fp32" or "bf16", from a variant's name ("hf eager fp32", "hf bf16+compile+fused", "xmodel fp32 …")."""
+    return "fp32" if name == "hf eager fp32" else name.split()[1].split("+")[0]
+
+
 def hf_step_fn(model, optimizer, ids, bf16: bool):
     def step():
         ctx = torch.autocast(ids.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -76,7 +81,7 @@ def xmodel_step_fn(model, step_model, optimizers, ids, bf16: bool, chunked: bool
     non-finite steps), which leaves every figure on the device."""
     built = Built(model=model, module=model, step_model=step_model, optimizers=optimizers,
                   env=DistEnv(device=ids.device), parallel="none",
-                  precision=Precision("bf16" if bf16 else "fp32", "bf16" if bf16 else "fp32", "as set", str(ids.device)))
+                  precision=Precision(*(["bf16"] * 2 if bf16 else ["fp32"] * 2), "as set", str(ids.device)))
     batch = [{"input_ids": ids, "labels": ids}]
     targets = ids.shape[0] * (ids.shape[1] - 1)
 
@@ -193,18 +198,19 @@ def main() -> None:
         variants = {k: v for k, v in variants.items() if not k.startswith("hf")}
     stats = model_stats(cfg, args.seq)
     flops_per_token = stats.flops_per_token_train
-    precisions = {"fp32" if k == "hf eager fp32" else k.split()[1].split("+")[0] for k in variants}
+    precisions = {variant_precision(k) for k in variants}
     peaks = {p: args.peak_flops or peak_flops_per_device(device, PRECISION_DTYPES[p]) for p in sorted(precisions)}
     peak_source = "given" if args.peak_flops else "measured" if device.type == "cpu" else "datasheet"
     where = (torch.cuda.get_device_name(device) if device.type == "cuda" else
              f"{cpu_description()}, {torch.get_num_threads()} threads")
-    print(f"preset {args.preset} ({stats.params_total / 1e6:.1f}M params), batch {args.batch} × seq {args.seq}, {where}"
+    print(f"preset {args.preset} ({stats.params_total / 1e6:.1f}M params), batch {args.batch} × seq {args.seq}, "
+          f"{where}"
           f"{'; activation checkpointing' if args.activation_checkpointing else ''}")
     print(f"{choice}")
     print("MFU peaks (" + peak_source + "): " + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
 
     def variant_peak(name: str) -> float:
-        return peaks["fp32" if name == "hf eager fp32" else name.split()[1].split("+")[0]]
+        return peaks[variant_precision(name)]
     # Every variant is built and warmed up (compiled) first; then the timed steps go round-robin over the
     # variants, so a drift in this machine's speed over minutes hits all of them alike.
     steps, peak_memory, warmup_seconds = {}, {}, {}

@@ -32,8 +32,9 @@ def register(sub) -> None:
                                                "a value < 1 is a fraction. For quick checks only")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (default: cuda if available)")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights' dtype for evaluation (auto: the checkpoint's, but fp32 on a "
-                   "CPU where its bf16/fp16 products measure slower than fp32's)")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                   help="weights' dtype for evaluation (auto: the checkpoint's, but fp32 on a CPU where its "
+                        "bf16/fp16 products measure slower than fp32's)")
     p.add_argument("--tokenizer", help="tokenizer directory, if not the model directory")
     p.add_argument("--add-bos", action="store_true", help="prepend BOS to every request (lm-eval default: off)")
     p.add_argument("--max-gen-toks", type=int, help="cap generated tokens of generation tasks (default: each "

@@ -237,13 +237,11 @@ def _fastest_on_this_cpu(model, model_dir: Path):
     half-precision matrices slower (emulated bf16 on AVX2: 10–30×); said on stderr."""
     from .precision import cpu_weights_dtype
 
-    weights = next(model.parameters()).dtype
-    config = model.config
-    hidden = getattr(config, "hidden_size", None)
-    intermediate = getattr(config, "intermediate_size", None) or (4 * hidden if hidden else None)
+    hidden = getattr(model.config, "hidden_size", None)
     if hidden is None:
         return model
-    run_dtype, why = cpu_weights_dtype(weights, hidden, intermediate)
+    weights = next(model.parameters()).dtype
+    run_dtype, why = cpu_weights_dtype(weights, hidden, getattr(model.config, "intermediate_size", None) or 4 * hidden)
     if run_dtype != weights:
         print(f"{model_dir}: {why}", file=sys.stderr, flush=True)
         model = model.to(run_dtype)

@@ -82,7 +82,8 @@ def build(model_cfg: XmodelConfig, train: TrainConfig, env: DistEnv) -> Built:
         module.gradient_checkpointing_enable()
     parallel = train.parallel if train.parallel != "auto" else ("ddp" if env.world_size > 1 else "none")
     precision = run_precision(train, model_cfg, env)
-    model = wrap_model(module, parallel, env, precision.autocast_dtype)  # FSDP2 in bf16 on CUDA: bf16 all-gathers (distributed)
+    # FSDP2 in bf16 on CUDA: bf16 all-gathers (distributed)
+    model = wrap_model(module, parallel, env, precision.autocast_dtype)
     optimizers = build_optimizers(module, train, env.device)
     step_model = torch.compile(model) if train.compile else model
     return Built(model=model, module=module, step_model=step_model, optimizers=optimizers, env=env,
